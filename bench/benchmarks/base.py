@@ -1,0 +1,283 @@
+"""The benchmark-adapter interface: one small unit per benchmark (load, prompt, score).
+
+Why this shape: the bench runner must treat 12 very different benchmarks alike. Each adapter reads
+the benchmark's *official* distribution files into :class:`Item` s, says what prompt the model gets
+(LLaVA-1.5 conventions), and scores saved predictions with the *official* rule. Scoring only takes
+``{item id: prediction text}``, so predictions saved per variant can be re-scored and re-judged
+without regenerating. Judged benchmarks take a judge client; without one they return
+``status = "not scored: no judge"`` and never fall back to another scorer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+import json
+import random
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+STATUS_OK = "ok"
+STATUS_NO_JUDGE = "not scored: no judge"
+STATUS_NO_ITEMS = "not scored: no items"
+
+
+class DataFormatError(ValueError):
+    """A benchmark file is not in the benchmark's official format (raised before any generation)."""
+
+
+class JudgeLike(Protocol):
+    """What adapters need from a judge (see ``bench/judge.py``): one chat turn in, text out."""
+
+    model: str
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        image: Path | bytes | None = None,
+        tag: str = "",
+    ) -> str: ...
+
+
+@dataclass
+class Item:
+    """One model query. ``image`` is a file path, raw encoded image bytes (e.g. MMBench's base64
+    column, decoded), or None for text-only benchmarks (Vicuna-80). ``meta`` holds what scoring
+    needs (answers, categories); ``stratum`` drives stratified subsampling and ``group`` keeps
+    scoring units together (MME's two questions per image, MMBench's circular copies)."""
+
+    id: str
+    prompt: str
+    image: Path | bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    stratum: str = ""
+    group: str = ""
+
+    def load_image(self):  # -> PIL.Image.Image | None
+        """Open the image with PIL (RGB); None for text-only items."""
+        if self.image is None:
+            return None
+        from PIL import Image
+
+        src = io.BytesIO(self.image) if isinstance(self.image, bytes) else self.image
+        with Image.open(src) as img:
+            return img.convert("RGB")
+
+
+@dataclass
+class ScoreResult:
+    """A benchmark's score: the headline number (None when not scored), the official breakdown,
+    which scorer produced it (and which judge), a status, and counts of everything unusual."""
+
+    benchmark: str
+    headline: float | None
+    breakdown: dict[str, float | None] = field(default_factory=dict)
+    scorer: str = ""
+    status: str = STATUS_OK
+    judge: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Adapter:
+    """Base class. Subclasses set ``name``/``judged`` and implement ``read`` and ``score``."""
+
+    name: ClassVar[str] = ""
+    judged: ClassVar[bool] = False  # True when the official rule needs a judge model
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.load_counts: Counter[str] = Counter()
+        self.load_issues: list[str] = []
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self, data_root: str | Path, limit: int | None = None, seed: int = 0) -> list[Item]:
+        """Read the official files under ``data_root`` and optionally subsample (stratified, seeded)."""
+        self.load_counts = Counter()
+        self.load_issues = []
+        root = Path(data_root)
+        if not root.exists():
+            raise FileNotFoundError(f"{self.name}: data root {root} does not exist")
+        items = self.read(root)
+        self.load_counts["loaded"] = len(items)
+        return stratified_subsample(items, limit, seed)
+
+    def read(self, root: Path) -> list[Item]:
+        raise NotImplementedError
+
+    def prompt(self, item: Item) -> str:
+        """The text the model is asked (the runtime adds the chat template and image marker)."""
+        return item.prompt
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        raise NotImplementedError
+
+    # -- helpers for subclasses --------------------------------------------------------------
+    def skip(self, reason: str, detail: str) -> None:
+        """Count and remember a row that cannot be used (bad row, missing image)."""
+        self.load_counts[reason] += 1
+        if len(self.load_issues) < 50:
+            self.load_issues.append(f"{reason}: {detail}")
+
+    def result(self, headline: float | None, **kwargs: Any) -> ScoreResult:
+        counts = dict(kwargs.pop("counts", {}))
+        for key, value in self.load_counts.items():
+            counts.setdefault(f"load_{key}", value)
+        details = dict(kwargs.pop("details", {}))
+        if self.load_issues:
+            details.setdefault("load_issues", self.load_issues[:20])
+        return ScoreResult(self.name, headline, counts=counts, details=details, **kwargs)
+
+    def no_judge(self, items: Sequence[Item], **kwargs: Any) -> ScoreResult:
+        return self.result(None, status=STATUS_NO_JUDGE, counts={"items": len(items)}, **kwargs)
+
+
+def judge_name(judge: JudgeLike | None) -> str | None:
+    return None if judge is None else str(getattr(judge, "model", "judge"))
+
+
+# -- subsampling -------------------------------------------------------------------------------
+def stratified_subsample(items: list[Item], limit: int | None, seed: int = 0) -> list[Item]:
+    """Keep ``limit`` scoring units (groups), spread over strata in proportion to their size
+    (largest remainder, every stratum at least one unit while the limit allows), chosen with a
+    seeded RNG; the kept items stay in file order so order-dependent official rules still hold."""
+    if limit is None or limit <= 0:
+        return items
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.group or it.id, []).append(it)
+    if limit >= len(groups):
+        return items
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for key, members in groups.items():
+        by_stratum[members[0].stratum].append(key)
+    strata = sorted(by_stratum)
+    total = len(groups)
+    quota = {s: min(1, len(by_stratum[s])) for s in strata} if limit >= len(strata) else {s: 0 for s in strata}
+    remaining = limit - sum(quota.values())
+    if remaining > 0:
+        shares = {s: remaining * len(by_stratum[s]) / total for s in strata}
+        for s in strata:
+            quota[s] += min(int(shares[s]), len(by_stratum[s]) - quota[s])
+        leftover = limit - sum(quota.values())
+        order = sorted(strata, key=lambda s: (-(shares[s] - int(shares[s])), s))
+        while leftover > 0:
+            progressed = False
+            for s in order:
+                if leftover and quota[s] < len(by_stratum[s]):
+                    quota[s] += 1
+                    leftover -= 1
+                    progressed = True
+            if not progressed:
+                break
+    rng = random.Random(seed)
+    if limit < len(strata):  # fewer units than strata: pick which strata get one
+        for s in rng.sample(strata, limit):
+            quota[s] = 1
+    keep: set[str] = set()
+    for s in strata:
+        keep.update(rng.sample(sorted(by_stratum[s]), quota[s]))
+    return [it for it in items if (it.group or it.id) in keep]
+
+
+# -- file helpers --------------------------------------------------------------------------------
+def read_json(path: Path, bench: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{bench}: expected file {path} is missing") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{bench}: {path} is not valid JSON ({exc})") from exc
+
+
+def read_jsonl(path: Path, bench: str) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{bench}: expected file {path} is missing") from exc
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{bench}: {path} line {n} is not a JSON object ({exc})") from exc
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{bench}: {path} line {n} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def read_tsv(path: Path, bench: str, required: Iterable[str]) -> list[dict[str, str]]:
+    """Read a VLMEvalKit/TouchStone-style TSV (header row, tab separated, base64 image column)."""
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t")
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{bench}: expected file {path} is missing") from exc
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataFormatError(f"{bench}: {path} lacks columns {missing} (has {header})")
+    return rows
+
+
+def decode_b64_image(text: str) -> bytes | None:
+    """Decode a base64 image column; None when it is not valid base64."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data or None
+
+
+def find_file(candidates: Sequence[Path]) -> Path | None:
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def is_missing(value: Any) -> bool:
+    """pandas-style NaN check for TSV cells (empty or 'nan')."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("", "nan", "none"))
+
+
+def pct(num: float, den: float) -> float | None:
+    return None if den == 0 else 100.0 * num / den
+
+
+def hub_unavailable(bench: str, hub_id: str) -> DataFormatError:
+    return DataFormatError(
+        f"{bench}: loading from the hub ({hub_id}) needs the `datasets` package and network access; "
+        f"install it (pip install datasets) or point data_root at a local copy of the official files"
+    )
+
+
+def parse_first_two_floats(line: str) -> tuple[float, float] | None:
+    parts = line.replace(",", " ").split()
+    if len(parts) != 2:
+        return None
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        return None

@@ -1,0 +1,113 @@
+"""Training configuration: plain dataclasses, loaded from YAML, overridable from the command line.
+
+``train/configs/tiny.yaml`` is the built-in default (CPU, minutes); ``train/configs/allava-3b.yaml``
+holds the report's recipe (global batch 256 PT / 128 FT, lr 2e-5 -> 2e-6 cosine, weight decay 0,
+ZeRO-1). Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from train.vision_pretrain import VisionPretrainConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class SourceConfig:
+    path: str
+    ratio: float = 1.0
+    image_root: str | None = None
+
+
+@dataclass
+class StageConfig:
+    name: str
+    sources: list[SourceConfig]
+    epochs: float = 1.0
+    global_batch_size: int = 32
+    micro_batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int = 256
+    max_steps: int | None = None  # cap (for smoke tests); None = run the epochs
+
+
+@dataclass
+class EvalConfig:
+    file: str | None = None
+    max_new_tokens: int = 8
+    batch_size: int = 64
+    limit: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "tiny"
+    output_dir: str = "outputs/tiny"
+    random_init: bool = False
+    world: bool = True  # build the built-in world into data_root first
+    world_scenes: int | None = None  # override WorldSpec.train_scenes
+    data_root: str = "outputs/world"
+    seed: int = 0
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast dtype; master weights stay fp32)
+    threads: int | None = None
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    skip_bad: bool = False
+    deepspeed: str | None = None  # path to a DeepSpeed JSON config (ZeRO-1 in the 3B recipe)
+    gradient_checkpointing: bool = False
+    vision_pretrain: VisionPretrainConfig | None = None
+    stages: list[StageConfig] = field(default_factory=list)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "sources":
+            value = [_build(SourceConfig, v, f"{where}.sources[{i}]") for i, v in enumerate(value)]
+        elif key == "stages":
+            value = [_build(StageConfig, v, f"{where}.stages[{i}]") for i, v in enumerate(value)]
+        elif key == "eval":
+            value = _build(EvalConfig, value, f"{where}.eval")
+        elif key == "vision_pretrain" and value is not None:
+            value = _build(VisionPretrainConfig, value, f"{where}.vision_pretrain")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None) -> TrainConfig:
+    """Load a YAML config; without a path, the shipped config named after the preset."""
+    if path is None:
+        path = CONFIG_DIR / f"{preset or 'tiny'}.yaml"
+    path = Path(path)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ValueError(f"config {path} not found (shipped configs: {known})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: malformed YAML: {exc}") from None
+    cfg = _build(TrainConfig, data, str(path))
+    if preset is not None:
+        cfg.preset = preset
+    return cfg
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

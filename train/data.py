@@ -1,0 +1,180 @@
+"""Training data: ALLaVA-4V files -> token ids, label masks and pixel tensors.
+
+Every record is tokenised once up front (segment by segment, so only assistant replies carry
+labels) and every image is preprocessed once by the checkpoint's own HF image processor, so the
+training loop only gathers and pads. Problems are reported with the file and record id; with
+``skip_bad`` they are counted and skipped instead.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from allava.chat import render_segments
+from allava.schema import IMAGE_MARKER, DataError, Record, load_records
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Source:
+    """One data file of a stage; ``ratio`` scales how many of its records an epoch draws."""
+
+    path: str
+    ratio: float = 1.0
+    image_root: str | None = None  # defaults to the file's folder
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    image: int | None  # index into the stage's pixel tensor, None for text-only
+
+
+@dataclass
+class StageData:
+    examples: list[Example]
+    pixel_values: torch.Tensor | None
+    stats: dict[str, int] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def encode_record(
+    record: Record, tokenizer: PreTrainedTokenizerBase, image_token_id: int, num_image_tokens: int, max_length: int
+) -> tuple[list[int], list[int], bool]:
+    """Token ids and labels (-100 outside assistant replies); the flag says it was truncated."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for seg in render_segments(record.conversations):
+        seg_ids = tokenizer(seg.text, add_special_tokens=False)["input_ids"]
+        expanded: list[int] = []
+        for t in seg_ids:
+            expanded.extend([t] * num_image_tokens if t == image_token_id else [t])
+        ids.extend(expanded)
+        labels.extend(expanded if seg.trainable else [IGNORE_INDEX] * len(expanded))
+    truncated = len(ids) > max_length
+    if truncated:
+        if record.image is not None and ids.index(image_token_id) + num_image_tokens > max_length:
+            raise DataError("<tokenized>", record.id, f"max_length {max_length} cuts through the image tokens")
+        ids, labels = ids[:max_length], labels[:max_length]
+    return ids, labels, truncated
+
+
+def _load_image(path: Path, source: str, rid: str) -> Image.Image:
+    if not path.is_file():
+        raise DataError(source, rid, f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(source, rid, f"cannot decode image {path}: {exc}") from None
+
+
+def build_stage_data(
+    sources: Sequence[Source],
+    tokenizer: PreTrainedTokenizerBase,
+    image_processor,
+    image_token_id: int,
+    num_image_tokens: int,
+    max_length: int,
+    seed: int,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> StageData:
+    """Load, validate, tokenise and preprocess every source of a stage, applying sampling ratios."""
+    rng = random.Random(seed)
+    examples: list[Example] = []
+    image_index: dict[Path, int] = {}
+    images: list[Image.Image] = []
+    skipped: list[str] = []
+    truncated = 0
+    for src in sources:
+        path = Path(src.path)
+        records, bad = load_records(path, skip_bad=skip_bad)
+        skipped += bad
+        n_draw = round(len(records) * src.ratio)
+        order = [i % len(records) for i in range(n_draw)] if records else []
+        if src.ratio < 1:
+            order = sorted(rng.sample(range(len(records)), n_draw))
+        root = Path(src.image_root) if src.image_root else path.parent
+        for i in tqdm(order, desc=f"data: {path.name}", disable=not progress, unit="rec", leave=False):
+            rec = records[i]
+            try:
+                img_idx = None
+                if rec.image is not None:
+                    img_path = (root / rec.image).resolve()
+                    if img_path not in image_index:
+                        images.append(_load_image(img_path, str(path), rec.id))
+                        image_index[img_path] = len(images) - 1
+                    img_idx = image_index[img_path]
+                ids, labels, cut = encode_record(rec, tokenizer, image_token_id, num_image_tokens, max_length)
+                if all(label == IGNORE_INDEX for label in labels):
+                    raise DataError(path, rec.id, f"no assistant tokens left within max_length {max_length}")
+            except DataError as exc:
+                if not skip_bad:
+                    if exc.source == "<tokenized>":
+                        raise DataError(path, rec.id, str(exc).split(": ", 1)[1]) from None
+                    raise
+                skipped.append(str(exc))
+                continue
+            truncated += int(cut)
+            examples.append(Example(ids, labels, img_idx))
+    pixel_values = preprocess_images(images, image_processor, progress) if images else None
+    stats = {"examples": len(examples), "images": len(images), "truncated": truncated, "skipped": len(skipped)}
+    return StageData(examples, pixel_values, stats, skipped)
+
+
+def preprocess_images(images: list[Image.Image], image_processor, progress: bool = True, batch: int = 256) -> torch.Tensor:
+    """Run the checkpoint's HF image processor once per unique image (pad, resize, normalise)."""
+    chunks = []
+    for start in tqdm(range(0, len(images), batch), desc="data: preprocessing images", disable=not progress, leave=False):
+        out = image_processor(images=images[start : start + batch], return_tensors="pt")
+        chunks.append(out["pixel_values"])
+    return torch.cat(chunks)
+
+
+def collate(examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro batch; text-only examples simply contribute no pixel rows."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    image_rows = [e.image for e in examples if e.image is not None]
+    if image_rows:
+        assert pixel_values is not None
+        batch["pixel_values"] = pixel_values[image_rows]
+    return batch
+
+
+def epoch_order(n_examples: int, epochs: float, seed: int) -> list[int]:
+    """The full, deterministic sample order of a stage: a fresh permutation per epoch."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    full, frac = int(epochs), epochs - int(epochs)
+    for _ in range(full):
+        perm = list(range(n_examples))
+        rng.shuffle(perm)
+        order += perm
+    if frac > 0:
+        perm = list(range(n_examples))
+        rng.shuffle(perm)
+        order += perm[: round(frac * n_examples)]
+    return order
+
+
+__all__ = ["IMAGE_MARKER", "Source", "StageData", "build_stage_data", "collate", "encode_record", "epoch_order"]

@@ -1,0 +1,218 @@
+"""The whole training job: world -> tokenizer -> model -> stage 0 -> stage 1 -> stage 2 -> eval -> HF folder.
+
+State lives on disk under ``output_dir``: ``checkpoints/`` (resumable), ``metrics.jsonl``,
+``loss.png``, ``eval_results.json`` and, at the end, a plain Hugging Face model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from allava.evaluate import format_table, load_heldout, predict_torch, score
+from allava.fileio import write_json_atomic
+from allava.modeling import build_model, build_processor, count_parameters, freeze_vision_tower, load_preset
+from allava.schema import IMAGE_MARKER
+from allava.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from train.config import TrainConfig, to_dict
+from train.data import Source, build_stage_data
+from train.plots import plot_loss
+from train.trainer import DistInfo, StageRunner, setup_distributed
+from train.vision_pretrain import pretrain_vision_tower
+
+BASE_DIR = "base"  # the untrained-LM starting point: tokenizer, processor, (pre-trained) vision tower
+
+
+def log(msg: str, info: DistInfo) -> None:
+    if info.is_main:
+        print(msg, flush=True)
+
+
+def prepare_world(cfg: TrainConfig) -> Path:
+    root = Path(cfg.data_root)
+    if cfg.world:
+        from allava.world import WorldSpec, build_world
+
+        spec = WorldSpec() if cfg.world_scenes is None else WorldSpec(train_scenes=cfg.world_scenes)
+        build_world(root, spec)
+    return root
+
+
+def make_tokenizer(preset, cfg: TrainConfig, data_root: Path):
+    """The world BPE for ``tiny``; the hub tokenizer for pretrained presets.
+
+    A ``--random-init`` build of a pretrained preset cannot download its tokenizer, so it also
+    uses a world BPE; the embedding keeps the preset's full vocabulary rows (51,200 for Phi-2).
+    """
+    kind = preset.tokenizer.get("kind")
+    if kind == "pretrained" and not cfg.random_init:
+        return load_pretrained_tokenizer(preset.pretrained["text"])
+    from allava.world import corpus
+
+    vocab = int(preset.tokenizer.get("vocab_size", 1024)) if kind == "world-bpe" else 4096
+    return train_bpe_tokenizer(corpus(data_root), vocab)
+
+
+def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: DistInfo) -> tuple:
+    """Model + processor at the start of stage 1; cached in ``output_dir/base`` for resumes."""
+    out = Path(cfg.output_dir)
+    base = out / BASE_DIR
+    if (base / "config.json").is_file():
+        model = LlavaForConditionalGeneration.from_pretrained(base)
+        processor = AutoProcessor.from_pretrained(base)
+        return model.to(device), processor
+    preset = load_preset(cfg.preset)
+    tokenizer = make_tokenizer(preset, cfg, data_root)
+    processor = build_processor(preset, tokenizer)
+    model = build_model(preset, tokenizer, random_init=cfg.random_init or not preset.pretrained, seed=cfg.seed)
+    total, _ = count_parameters(model)
+    log(f"model: preset {preset.name}, {total / 1e6:,.1f}M parameters", info)
+    model.to(device)
+    if cfg.vision_pretrain is not None:
+        scenes_file = data_root / "scenes.jsonl"
+        scenes = [json.loads(line) for line in scenes_file.read_text().splitlines() if line.strip()]
+        scenes = [s for s in scenes if "_train_" in s["id"]]
+        from PIL import Image
+
+        from train.data import preprocess_images
+
+        images = [Image.open(data_root / s["image"]).convert("RGB") for s in scenes]
+        pixels = preprocess_images(images, processor.image_processor, progress=info.is_main).to(device)
+        t0 = time.time()
+        acc = pretrain_vision_tower(
+            model.model.vision_tower, pixels, scenes, model.config.vision_feature_layer, cfg.vision_pretrain,
+            log_path=out / "metrics.jsonl" if info.is_main else None, progress=info.is_main,
+        )
+        log(f"stage 0 (vision pre-training) done in {time.time() - t0:.0f}s; patch accuracy: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()), info)
+    if info.is_main:
+        tmp = out / f".tmp-{BASE_DIR}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        os.replace(tmp, base)
+    if info.world_size > 1:
+        torch.distributed.barrier()
+        model = LlavaForConditionalGeneration.from_pretrained(base).to(device)  # identical on every rank
+    return model, processor
+
+
+def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, int] | None = None) -> dict | None:
+    """Run every stage; returns the eval results (on rank 0). ``stop_after`` simulates a crash."""
+    info = setup_distributed()
+    device = torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    if info.is_main:
+        if not resume and ckpt_root.exists():
+            shutil.rmtree(ckpt_root)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(out / BASE_DIR, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "train_config.json", to_dict(cfg))
+    t_start = time.time()
+    data_root = prepare_world(cfg) if info.is_main else Path(cfg.data_root)
+    if info.world_size > 1:
+        torch.distributed.barrier()
+    model, processor = build_base(cfg, data_root, device, info)
+    freeze_vision_tower(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    total, trainable = count_parameters(model)
+    log(f"parameters: {total:,} total, {trainable:,} trainable (vision tower frozen)", info)
+    tokenizer = processor.tokenizer
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_MARKER)
+    n_image_tokens = model.config.image_seq_length
+    for k, stage in enumerate(cfg.stages):
+        done_marker = ckpt_root / stage.name / "done.safetensors"
+        if done_marker.is_file():
+            _load_trainable(model, done_marker)
+            log(f"stage {stage.name}: already complete, weights restored", info)
+            continue
+        sources = [
+            Source(str(data_root / s.path), s.ratio, str(data_root / s.image_root) if s.image_root else None)
+            for s in stage.sources
+        ]
+        data = build_stage_data(
+            sources, tokenizer, processor.image_processor, image_token_id, n_image_tokens, stage.max_length,
+            seed=cfg.seed + k, skip_bad=cfg.skip_bad, progress=info.is_main,
+        )
+        log(f"stage {stage.name}: {data.stats}", info)
+        for msg in data.skipped[:5]:
+            log(f"  skipped: {msg}", info)
+        runner = StageRunner(
+            model, stage, data, ckpt_root, out / "metrics.jsonl", info, cfg.precision, cfg.seed + k,
+            cfg.save_every, cfg.keep_checkpoints, tokenizer.pad_token_id, cfg.deepspeed,
+        )
+        if resume and runner.try_resume():
+            log(f"stage {stage.name}: resumed at step {runner.step}/{runner.total_steps}", info)
+        t0 = time.time()
+        limit = stop_after[1] if stop_after and stop_after[0] == stage.name else None
+        runner.run(stop_after=limit)
+        if runner.step < runner.total_steps:
+            runner.save()
+            log(f"stage {stage.name}: stopped at step {runner.step} (checkpoint saved)", info)
+            return None
+        log(f"stage {stage.name}: {runner.total_steps} steps in {time.time() - t0:.0f}s", info)
+        if info.is_main:
+            tmp = done_marker.with_suffix(".tmp")
+            save_file(runner._trainable_state(), str(tmp))
+            os.replace(tmp, done_marker)
+        if info.world_size > 1:
+            torch.distributed.barrier()
+    results = None
+    if info.is_main:
+        model.eval()
+        save_hf_folder(model, processor, out)
+        plot_loss(out / "metrics.jsonl", out / "loss.png")
+        results = evaluate_heldout(cfg, model, processor, data_root)
+        results["train_seconds"] = round(time.time() - t_start, 1)
+        write_json_atomic(out / "eval_results.json", results)
+        if results.get("heldout"):
+            print(format_table(results["heldout"]), flush=True)
+        print(f"done in {results['train_seconds']:.0f}s -> {out}", flush=True)
+    if info.world_size > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return results
+
+
+def _load_trainable(model: torch.nn.Module, path: Path) -> None:
+    weights = load_file(str(path))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in weights:
+                p.copy_(weights[name].to(p.device, p.dtype))
+
+
+def save_hf_folder(model, processor, out: Path) -> None:
+    """Write the plain Hugging Face folder (safetensors, config, processor, tokenizer, template)."""
+    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.generation_config.do_sample = False
+    tmp = out / ".tmp-hf"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def evaluate_heldout(cfg: TrainConfig, model, processor, data_root: Path) -> dict:
+    if not cfg.eval.file:
+        return {"heldout": None, "note": "no eval.file configured"}
+    items = load_heldout(data_root / cfg.eval.file, limit=cfg.eval.limit)
+    t0 = time.time()
+    preds = predict_torch(model, processor, items, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    result = score(items, preds)
+    return {"heldout": result, "eval_file": str(data_root / cfg.eval.file), "eval_seconds": round(time.time() - t0, 1)}

@@ -1,0 +1,79 @@
+"""Train a LLaVA-Phi model in ALLaVA's two stages.
+
+    python train/run.py                                  # the built-in default: tiny preset, CPU, minutes
+    python train/run.py --output-dir DIR --resume        # continue an interrupted run exactly
+    torchrun --nproc_per_node 8 train/run.py --config train/configs/allava-3b.yaml   # the 3B recipe
+
+The output folder is a plain Hugging Face model folder (LlavaForConditionalGeneration +
+AutoProcessor) with eval_results.json, metrics.jsonl and loss.png next to it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root: stage folders never shadow libraries
+
+import argparse  # noqa: E402
+
+from allava.modeling import available_presets  # noqa: E402
+from allava.schema import DataError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python train/run.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--config", help="YAML config (default: train/configs/<preset>.yaml)")
+    ap.add_argument("--preset", choices=available_presets(), help="model preset (default: tiny)")
+    ap.add_argument("--output-dir", help="where the HF model folder, checkpoints and metrics go")
+    ap.add_argument("--data-root", help="folder the config's data paths are relative to")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --output-dir")
+    ap.add_argument("--random-init", action="store_true", help="build the preset randomly initialised (no downloads)")
+    ap.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
+    ap.add_argument("--no-world", action="store_true", help="do not build the built-in world; use --data-root as is")
+    ap.add_argument("--deepspeed", help="DeepSpeed JSON config (e.g. train/configs/zero1.json); launch with torchrun")
+    ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], help="autocast precision (default from config)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--max-steps", type=int, help="cap every stage at this many optimizer steps (smoke runs)")
+    ap.add_argument("--save-every", type=int, help="checkpoint every N optimizer steps")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from train.config import load_config
+    from train.pipeline import run_training
+
+    try:
+        cfg = load_config(args.config, args.preset)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for key in ("output_dir", "data_root", "deepspeed", "precision", "threads", "seed", "save_every"):
+        value = getattr(args, key)
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.random_init:
+        cfg.random_init = True
+    if args.skip_bad:
+        cfg.skip_bad = True
+    if args.no_world:
+        cfg.world = False
+    if args.max_steps is not None:
+        for stage in cfg.stages:
+            stage.max_steps = args.max_steps
+    try:
+        run_training(cfg, resume=args.resume)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

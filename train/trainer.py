@@ -1,0 +1,297 @@
+"""The training loop: one stage at a time, resumable, single process / DDP (torchrun) / DeepSpeed.
+
+The sample order of a stage is fixed up front from the seed, so the data position of a checkpoint
+is just its step; a resumed run draws exactly the batches the uninterrupted run would have drawn.
+Each rank takes its share of every global batch, so the batches do not depend on the world size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from train.config import StageConfig
+from train.data import StageData, collate, epoch_order
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> DistInfo:
+    """Initialise torch.distributed when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+        return torch.float16
+    raise ValueError(f"precision must be bf16, fp16 or fp32, got {precision!r}")
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, peak: float, floor: float):
+    """Linear warm-up, then cosine decay from ``peak`` to ``floor`` (as a multiplier of peak)."""
+
+    def fn(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        frac = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return (floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))) / peak
+
+    return fn
+
+
+def _rng_state() -> dict:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+class StageRunner:
+    """Runs one training stage with checkpoints every ``save_every`` steps."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        stage: StageConfig,
+        data: StageData,
+        ckpt_root: Path,
+        metrics_path: Path,
+        dist_info: DistInfo,
+        precision: str,
+        seed: int,
+        save_every: int,
+        keep: int,
+        pad_id: int,
+        deepspeed_config: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.stage = stage
+        self.data = data
+        self.dir = ckpt_root / stage.name
+        self.metrics_path = metrics_path
+        self.dist = dist_info
+        self.device = next(model.parameters()).device
+        self.amp = autocast_dtype(precision, self.device)
+        self.save_every = save_every
+        self.keep = keep
+        self.pad_id = pad_id
+        self.progress = progress and dist_info.is_main
+        self.order = epoch_order(len(data.examples), stage.epochs, seed)
+        g = stage.global_batch_size
+        if g % (dist_info.world_size * stage.micro_batch_size):
+            raise ValueError(
+                f"stage {stage.name}: global_batch_size {g} must be a multiple of "
+                f"world_size {dist_info.world_size} x micro_batch_size {stage.micro_batch_size}"
+            )
+        self.accum = g // (dist_info.world_size * stage.micro_batch_size)
+        self.total_steps = len(self.order) // g
+        if stage.max_steps is not None:
+            self.total_steps = min(self.total_steps, stage.max_steps)
+        if self.total_steps < 1:
+            raise ValueError(f"stage {stage.name}: {len(self.order)} samples is less than one global batch of {g}")
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.999))
+        warmup = max(1, round(stage.warmup_ratio * self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.total_steps, warmup, stage.lr, stage.min_lr)
+        )
+        self.engine = None
+        self.ddp = None
+        if deepspeed_config:
+            import deepspeed  # optional: pip install '.[deepspeed]'
+
+            ds_cfg = json.loads(Path(deepspeed_config).read_text())
+            ds_cfg["train_micro_batch_size_per_gpu"] = stage.micro_batch_size
+            ds_cfg["gradient_accumulation_steps"] = self.accum
+            ds_cfg["train_batch_size"] = g
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+                model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds_cfg
+            )
+        elif dist_info.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.step = 0
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def save(self) -> None:
+        """Write step-N atomically: a temp folder renamed into place, then 'latest' updated."""
+        if self.engine is not None:
+            self.engine.save_checkpoint(str(self.dir), tag=f"step-{self.step}")
+        if not self.dist.is_main:
+            return
+        target = self.dir / f"step-{self.step}"
+        tmp = self.dir / f".tmp-step-{self.step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
+        if self.engine is None:
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = _rng_state()
+        torch.save({"torch": rng["torch"], "cuda": rng["cuda"]}, tmp / "rng.pt")
+        state = {
+            "stage": self.stage.name,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "samples_seen": self.step * self.stage.global_batch_size,
+            "python_rng": repr(rng["python"]),
+        }
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        (self.dir / "latest").write_text(target.name)
+        steps = sorted((p for p in self.dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def try_resume(self) -> bool:
+        """Restore the latest checkpoint of this stage, if any. Returns True when restored."""
+        latest = self.dir / "latest"
+        if not latest.is_file():
+            return False
+        ckpt = self.dir / latest.read_text().strip()
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        weights = load_file(str(ckpt / "trainable.safetensors"))
+        missing = set(self._trainable_state()) - set(weights)
+        if missing:
+            raise RuntimeError(f"{ckpt}: checkpoint lacks trainable tensors {sorted(missing)[:3]}...")
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in weights:
+                    p.copy_(weights[name].to(p.device, p.dtype))
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(self.dir), tag=ckpt.name)
+        else:
+            self.optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+        self._truncate_metrics()
+        return True
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines logged after the checkpoint, so a resumed curve has no duplicates."""
+        if not self.dist.is_main or not self.metrics_path.is_file():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("stage") == self.stage.name and row.get("step", 0) > self.step:
+                continue
+            keep.append(line)
+        self.metrics_path.write_text("".join(k + "\n" for k in keep))
+
+    # -- training ----------------------------------------------------------------------------
+    def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+        g = self.stage.global_batch_size
+        ids = self.order[step * g : (step + 1) * g]
+        per_rank = g // self.dist.world_size
+        mine = ids[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
+        mb = self.stage.micro_batch_size
+        batches = []
+        for k in range(0, len(mine), mb):
+            examples = [self.data.examples[i] for i in mine[k : k + mb]]
+            batches.append(collate(examples, self.data.pixel_values, self.pad_id))
+        return batches
+
+    def run(self, stop_after: int | None = None) -> None:
+        """Train to the end of the stage (or until ``stop_after`` steps, to simulate a crash)."""
+        forward = self.engine or self.ddp or self.model
+        self.model.train()
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc=f"stage {self.stage.name}", disable=not self.progress,
+            unit="step", dynamic_ncols=True,
+        )
+        tokens_window, t_window = 0, time.time()
+        metrics = self.metrics_path.open("a") if self.dist.is_main else None
+        while self.step < self.total_steps:
+            if stop_after is not None and self.step >= stop_after:
+                break
+            batches = self._micro_batches(self.step)
+            loss_sum, n_tokens = 0.0, 0
+            for k, batch in enumerate(batches):
+                batch = {key: v.to(self.device) for key, v in batch.items()}
+                n_tokens += int(batch["attention_mask"].sum())
+                sync = k == len(batches) - 1
+                ctx = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
+                with ctx:
+                    with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                        loss = forward(**batch).loss
+                    if self.engine is not None:
+                        self.engine.backward(loss)
+                        self.engine.step()
+                    else:
+                        (loss / len(batches)).backward()
+                loss_sum += loss.item() / len(batches)
+            if self.engine is None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            tokens_window += n_tokens * self.dist.world_size
+            lr = self.scheduler.get_last_lr()[0]
+            if metrics is not None:
+                metrics.write(json.dumps({"stage": self.stage.name, "step": self.step, "loss": loss_sum, "lr": lr}) + "\n")
+                metrics.flush()
+            elapsed = time.time() - t_window
+            bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_window / max(elapsed, 1e-9):,.0f}")
+            bar.update()
+            if self.step % self.save_every == 0 and self.step < self.total_steps:
+                self.save()
+        bar.close()
+        if metrics is not None:
+            metrics.close()
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

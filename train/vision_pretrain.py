@@ -1,0 +1,113 @@
+"""Stage 0 for presets without a pretrained vision tower (``tiny``): supervised patch pre-training.
+
+ALLaVA freezes a CLIP tower that was pre-trained on 400M image-text pairs; a randomly initialised
+tiny tower frozen in its place carries little usable signal. This stage is the built-in world's
+analogue of CLIP pre-training: each patch feature at the LLaVA feature layer learns to predict
+what sits in its grid cell (kind, colour, size, word, cell index) from the scene records. After it
+the tower is frozen, exactly as in the ALLaVA recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+from transformers import CLIPVisionModel
+
+from allava.world.scene import COLOURS, GRID, SHAPES, SIZES, WORDS
+
+KINDS = ["empty", *SHAPES, "word"]
+HEADS = {"kind": len(KINDS), "colour": len(COLOURS) + 1, "size": len(SIZES) + 1, "word": len(WORDS) + 1, "cell": GRID * GRID}
+
+
+@dataclass
+class VisionPretrainConfig:
+    steps: int = 500
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    seed: int = 0
+
+
+def patch_targets(scenes: list[dict], image_size: int, patch_size: int) -> dict[str, torch.Tensor]:
+    """Per-patch class targets, shape (n_images, n_patches) per head."""
+    per_side = image_size // patch_size
+    n = len(scenes)
+    out = {k: torch.zeros(n, per_side * per_side, dtype=torch.long) for k in HEADS}
+    colour_ids = {c: i for i, c in enumerate(COLOURS)}
+    for i, scene in enumerate(scenes):
+        by_cell: dict[int, dict] = {s["cell"]: s for s in scene["shapes"]}
+        word = scene.get("word")
+        for p in range(per_side * per_side):
+            row, col = divmod(p, per_side)
+            cell = (row * GRID // per_side) * GRID + col * GRID // per_side
+            out["cell"][i, p] = cell
+            kind, colour, size, word_id = 0, len(COLOURS), len(SIZES), len(WORDS)
+            if cell in by_cell:
+                s = by_cell[cell]
+                kind, colour, size = 1 + SHAPES.index(s["shape"]), colour_ids[s["colour"]], SIZES.index(s["size"])
+            elif word and word["cell"] == cell:
+                kind, word_id = len(KINDS) - 1, WORDS.index(word["text"])
+            out["kind"][i, p], out["colour"][i, p], out["size"][i, p], out["word"][i, p] = kind, colour, size, word_id
+    return out
+
+
+def pretrain_vision_tower(
+    tower: CLIPVisionModel | nn.Module,
+    pixel_values: torch.Tensor,
+    scenes: list[dict],
+    feature_layer: int,
+    cfg: VisionPretrainConfig,
+    log_path: Path | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train ``tower`` in place so its ``feature_layer`` patch features encode the scene layout.
+
+    Returns final per-head patch accuracies on the last batches (printed and logged).
+    """
+    vcfg = tower.config
+    targets = patch_targets(scenes, vcfg.image_size, vcfg.patch_size)
+    heads = nn.ModuleDict({k: nn.Linear(vcfg.hidden_size, n) for k, n in HEADS.items()})
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress_frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tower.train()
+    acc: dict[str, float] = {}
+    t0 = time.time()
+    bar = tqdm(range(cfg.steps), desc="stage 0: vision pre-training", disable=not progress)
+    log = log_path.open("a") if log_path else None
+    for step in bar:
+        idx = torch.randint(0, pixel_values.shape[0], (cfg.batch_size,), generator=gen)
+        with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16):
+            hidden = tower(pixel_values=pixel_values[idx], output_hidden_states=True).hidden_states[feature_layer]
+            feats = hidden[:, 1:]  # drop CLS, as LLaVA's 'default' feature strategy does
+            losses = {k: nn.functional.cross_entropy(h(feats).flatten(0, 1).float(), targets[k][idx].flatten()) for k, h in heads.items()}
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 20 == 0 or step == cfg.steps - 1:
+            with torch.no_grad():
+                acc = {k: (h(feats.float()).argmax(-1) == targets[k][idx]).float().mean().item() for k, h in heads.items()}
+            bar.set_postfix(loss=f"{loss.item():.3f}", word=f"{acc['word']:.2f}", colour=f"{acc['colour']:.2f}")
+            if log:
+                log.write(json.dumps({"stage": "vision", "step": step, "loss": loss.item(), "elapsed_s": time.time() - t0, **{f"acc_{k}": v for k, v in acc.items()}}) + "\n")
+    if log:
+        log.close()
+    tower.eval()
+    return acc
