@@ -125,7 +125,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     for f in files:
         try:
             with safe_open(str(f), framework="pt") as st:
-                for key in st.keys():
+                for key in st.keys():  # noqa: SIM118 - safe_open is not iterable
                     name = canonical_name(key)
                     if name is None:
                         raise ExportError(f"{f}: unexpected tensor {key!r} for a LLaVA checkpoint")

@@ -164,6 +164,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
             return None
         log(f"stage {stage.name}: {runner.total_steps} steps in {time.time() - t0:.0f}s", info)
         if info.is_main:
+            done_marker.parent.mkdir(parents=True, exist_ok=True)
             tmp = done_marker.with_suffix(".tmp")
             save_file(runner._trainable_state(), str(tmp))
             os.replace(tmp, done_marker)

@@ -129,6 +129,7 @@ class StageRunner:
         if self.total_steps < 1:
             raise ValueError(f"stage {stage.name}: {len(self.order)} samples is less than one global batch of {g}")
         params = [p for p in model.parameters() if p.requires_grad]
+        self.params = params
         self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.999))
         warmup = max(1, round(stage.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -269,7 +270,7 @@ class StageRunner:
                         (loss / len(batches)).backward()
                 loss_sum += loss.item() / len(batches)
             if self.engine is None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)

@@ -109,5 +109,6 @@ def pretrain_vision_tower(
                 log.write(json.dumps({"stage": "vision", "step": step, "loss": loss.item(), "elapsed_s": time.time() - t0, **{f"acc_{k}": v for k, v in acc.items()}}) + "\n")
     if log:
         log.close()
+    opt.zero_grad(set_to_none=True)  # no stale gradients may reach the LLaVA stages' clipping
     tower.eval()
     return acc

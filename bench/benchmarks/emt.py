@@ -1,0 +1,93 @@
+"""EMT: image classification (MNIST, CIFAR-10, CIFAR-100, miniImageNet) answered in free form;
+a judge decides whether the answer names the true class; accuracy per dataset, headline = mean
+over datasets.
+
+Layout (class folders): ``<root>/<dataset>/<class name>/<image>`` with an optional
+``<root>/<dataset>/classes.txt`` (one class name per line; default: the folder names). The prompt
+and judge wording follow the EMT paper's protocol; their exact text is unverified.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, judge_name, pct
+from bench.benchmarks.registry import register
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+JUDGE_TEMPLATE = (
+    "You are checking the answer of an image classifier.\nThe true class of the image is: {label}\n"
+    "The model answered: {answer}\nDoes the model's answer name the true class (synonyms and singular/plural "
+    "forms count; naming several different classes does not)? Reply with yes or no only."
+)
+JUDGE_TRIES = 3
+
+
+def emt_prompt(classes: Sequence[str]) -> str:
+    return f"What is the object in the image? Please only answer a single object in {', '.join(classes)}."
+
+
+def parse_yes_no(reply: str) -> bool | None:
+    words = reply.strip().lower().lstrip("*\"' ").split()
+    if not words:
+        return None
+    head = words[0].strip(".,!:;*\"'")
+    return True if head == "yes" else False if head == "no" else None
+
+
+@register("emt")
+class EMT(Adapter):
+    judged = True
+    description = "EMT classification, judge checks the class, accuracy per dataset"
+
+    def read(self, root: Path) -> list[Item]:
+        datasets = sorted(d for d in root.iterdir() if d.is_dir())
+        if not datasets:
+            raise DataFormatError(f"emt: expected <dataset>/<class>/<image> folders under {root}")
+        items = []
+        for ds in datasets:
+            class_dirs = sorted(d for d in ds.iterdir() if d.is_dir())
+            listed = ds / "classes.txt"
+            classes = [c.strip() for c in listed.read_text().splitlines() if c.strip()] if listed.is_file() else \
+                [d.name for d in class_dirs]
+            for cdir in class_dirs:
+                if cdir.name not in classes:
+                    self.skip("unknown_class", f"{ds.name}/{cdir.name}")
+                    continue
+                for img in sorted(cdir.iterdir()):
+                    if img.suffix.lower() not in IMAGE_EXT:
+                        self.skip("not_an_image", str(img.relative_to(root)))
+                        continue
+                    items.append(Item(id=f"{ds.name}/{cdir.name}/{img.name}", prompt=emt_prompt(classes), image=img,
+                                      meta={"dataset": ds.name, "label": cdir.name}, stratum=ds.name))
+        return items
+
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        scorer = "EMT judge class check, accuracy per dataset"
+        if judge is None:
+            return self.no_judge(items, scorer=scorer)
+        per: dict[str, list[bool]] = defaultdict(list)
+        counts = {"items": len(items), "missing_prediction": 0, "unparsable": 0, "judge_errors": 0}
+        for it in items:
+            pred = predictions.get(it.id)
+            counts["missing_prediction"] += pred is None
+            ok = None
+            if pred:
+                prompt = JUDGE_TEMPLATE.format(label=it.meta["label"], answer=pred)
+                for attempt in range(JUDGE_TRIES):
+                    try:
+                        ok = parse_yes_no(judge.ask(prompt, temperature=0.5 * attempt, max_tokens=8, tag=f"emt:{it.id}"))
+                    except RuntimeError:
+                        counts["judge_errors"] += 1
+                        break
+                    if ok is not None:
+                        break
+                if ok is None:
+                    counts["unparsable"] += 1
+            per[it.meta["dataset"]].append(bool(ok))
+        breakdown = {k: pct(sum(v), len(v)) for k, v in sorted(per.items())}
+        vals = [v for v in breakdown.values() if v is not None]
+        return self.result(sum(vals) / len(vals) if vals else None, breakdown=breakdown, scorer=scorer,
+                           judge=judge_name(judge), counts=counts)

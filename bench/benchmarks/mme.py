@@ -1,0 +1,122 @@
+"""MME: yes/no pairs per image, scored as the official ``eval_tool/calculation.py``.
+
+Official files: ``eval_tool/Your_Results/<subtask>.txt`` with ``image<TAB>question<TAB>GT`` lines
+(two consecutive lines per image), images under ``MME_Benchmark_release_version/<subtask>/``
+(directly or in ``images/``). Score per subtask = 100*acc + 100*acc+ (both questions of an image
+right); perception = sum of 10 subtasks (max 2000), cognition = sum of 4 (max 800). The headline
+is perception, as LLaVA-style tables quote it; both sums and every subtask are in the breakdown.
+Pairs are consecutive lines, as the official script chunks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from allava.chat import short_answer_prompt
+from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, find_file
+from bench.benchmarks.registry import register
+
+PERCEPTION = ["existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR"]
+COGNITION = ["commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning"]
+
+
+def parse_pred_ans(pred_ans: str) -> str:
+    """calculation.py ``parse_pred_ans`` on the lower-cased prediction: exact yes/no, else 'yes'
+    then 'no' searched in the first 4 characters, else 'other'."""
+    if pred_ans in ("yes", "no"):
+        return pred_ans
+    prefix = pred_ans[:4]
+    if "yes" in prefix:
+        return "yes"
+    if "no" in prefix:
+        return "no"
+    return "other"
+
+
+def subtask_score(pairs: Sequence[Sequence[tuple[str, str]]]) -> tuple[float, float, float, int]:
+    """(score, acc, acc+, other answers) for a subtask given [(gt, raw prediction), x2] per image."""
+    correct = plus = other = total = 0
+    for pair in pairs:
+        right = 0
+        for gt, pred in pair:
+            label = parse_pred_ans(pred.lower())
+            total += 1
+            right += int(label == gt.lower())
+            other += int(label == "other")
+        correct += right
+        plus += int(right == 2)
+    acc = correct / total if total else 0.0
+    acc_plus = plus / len(pairs) if pairs else 0.0
+    return 100 * acc + 100 * acc_plus, acc, acc_plus, other
+
+
+@register("mme")
+class MME(Adapter):
+    description = "MME yes/no pairs; acc + acc+ per subtask; perception and cognition sums"
+
+    def read(self, root: Path) -> list[Item]:
+        txt_dir = next((d for d in (root / "eval_tool" / "Your_Results", root / "Your_Results", root) if d.is_dir()
+                        and any((d / f"{s}.txt").is_file() for s in PERCEPTION + COGNITION)), None)
+        if txt_dir is None:
+            raise DataFormatError(f"mme: no <subtask>.txt files (image<TAB>question<TAB>GT) under {root}")
+        image_root = root / "MME_Benchmark_release_version" if (root / "MME_Benchmark_release_version").is_dir() else root
+        items: list[Item] = []
+        for subtask in PERCEPTION + COGNITION:
+            path = txt_dir / f"{subtask}.txt"
+            if not path.is_file():
+                continue
+            rows = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                parts = line.split("\t")
+                if len(parts) < 3 or parts[2].strip().lower() not in ("yes", "no"):
+                    raise DataFormatError(f"mme: {path} line {n} is not image<TAB>question<TAB>yes|no")
+                rows.append((n, parts[0].strip(), parts[1].strip(), parts[2].strip().lower()))
+            if len(rows) % 2:
+                self.skip("unpaired_question", f"{path.name} line {rows[-1][0]} has no partner (official pairs by 2)")
+                rows = rows[:-1]
+            for k in range(0, len(rows), 2):
+                pair = rows[k:k + 2]
+                img_name = pair[0][1]
+                image = find_file([image_root / subtask / "images" / img_name, image_root / subtask / img_name])
+                if image is None:
+                    self.skip("missing_image", f"{subtask}/{img_name}")
+                    continue
+                for n, img, question, gt in pair:
+                    items.append(Item(id=f"{subtask}/{img}/{n}", prompt=short_answer_prompt(question), image=image,
+                                      meta={"subtask": subtask, "gt": gt, "question": question},
+                                      stratum=subtask, group=f"{subtask}/{k}"))
+        return items
+
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        groups: dict[str, list[Item]] = {}
+        for it in items:
+            groups.setdefault(it.group, []).append(it)
+        per_task: dict[str, list[list[tuple[str, str]]]] = {}
+        missing = 0
+        for members in groups.values():
+            pair = []
+            for it in members:
+                pred = predictions.get(it.id)
+                missing += pred is None
+                pair.append((it.meta["gt"], pred or ""))
+            per_task.setdefault(members[0].meta["subtask"], []).append(pair)
+        breakdown: dict[str, float | None] = {}
+        other = 0
+        for task, pairs in per_task.items():
+            s, acc, acc_plus, o = subtask_score(pairs)
+            breakdown[task] = s
+            other += o
+        perception = sum(v for k, v in breakdown.items() if k in PERCEPTION and v is not None)
+        cognition = sum(v for k, v in breakdown.items() if k in COGNITION and v is not None)
+        breakdown["perception"] = perception
+        breakdown["cognition"] = cognition
+        if not items:
+            return self.result(None, status="not scored: no items", scorer="mme calculation.py")
+        return self.result(perception, breakdown=breakdown, scorer="mme calculation.py (acc + acc+)",
+                           counts={"items": len(items), "images": len(groups), "missing_prediction": missing,
+                                   "other_answers": other},
+                           details={"perception_subtasks": [t for t in PERCEPTION if t in per_task],
+                                    "cognition_subtasks": [t for t in COGNITION if t in per_task]})

@@ -1,0 +1,127 @@
+"""MM-Vet: open answers graded in [0, 1] by a judge with the official few-shot table prompt.
+
+Official files: ``mm-vet.json`` = ``{id: {imagename, capability: [...], question, answer}}`` and
+``images/<imagename>``. Grading follows ``mm-vet_evaluator.py``: max_tokens 3, temperature 0; the
+first space-separated token must be a float in [0, 1]; otherwise re-ask with the "Predict the
+correctness of the answer (digit): " suffix, raising the temperature by 0.5 each time; when the
+try counter passes 5 the score is 0. Total = mean * 100, also per capability.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.benchmarks.base import (
+    Adapter,
+    DataFormatError,
+    Item,
+    JudgeLike,
+    ScoreResult,
+    find_file,
+    judge_name,
+    pct,
+    read_json,
+)
+from bench.benchmarks.registry import register
+
+GRADER_PROMPT = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
+
+Question | Ground truth | Prediction | Correctness
+--- | --- | --- | ---
+What is x in the equation? | -1 <AND> -5 | x = 3 | 0.0
+What is x in the equation? | -1 <AND> -5 | x = -1 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -5 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -5 or 5 | 0.5
+What is x in the equation? | -1 <AND> -5 | x = -1 or x = -5 | 1.0
+Can you explain this meme? | This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered in ice and snow. The meme is saying that the person has trust issues because the names of these countries do not accurately represent their landscapes. | The meme talks about Iceland and Greenland. It's pointing out that despite their names, Iceland is not very icy and Greenland isn't very green. | 0.4
+Can you explain this meme? | This meme is poking fun at the fact that the names of the countries Iceland and Greenland are misleading. Despite its name, Iceland is known for its beautiful green landscapes, while Greenland is mostly covered in ice and snow. The meme is saying that the person has trust issues because the names of these countries do not accurately represent their landscapes. | The meme is using humor to point out the misleading nature of Iceland's and Greenland's names. Iceland, despite its name, has lush green landscapes while Greenland is mostly covered in ice and snow. The text 'This is why I have trust issues' is a playful way to suggest that these contradictions can lead to distrust or confusion. The humor in this meme is derived from the unexpected contrast between the names of the countries and their actual physical characteristics. | 1.0
+"""
+REASK_SUFFIX = "\nPredict the correctness of the answer (digit): "
+MAX_TRIES = 5
+
+
+def grader_query(question: str, answer: str, prediction: str) -> str:
+    gt = answer.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
+    return GRADER_PROMPT + "\n" + " | ".join([question, gt, prediction, ""])
+
+
+def parse_grade(content: str) -> float | None:
+    try:
+        score = float(content.split(" ")[0].strip())
+    except ValueError:
+        return None
+    return score if 0.0 <= score <= 1.0 else None
+
+
+def grade(judge: JudgeLike, question: str, answer: str, prediction: str, tag: str = "") -> tuple[float, int, bool]:
+    """(score, asks, gave_up) following the official loop exactly (including that the reply to
+    the last re-ask is never parsed)."""
+    query = grader_query(question, answer, prediction)
+    content = judge.ask(query, temperature=0.0, max_tokens=3, tag=tag)
+    asks, try_time, temperature = 1, 1, 0.0
+    while True:
+        score = parse_grade(content)
+        if score is not None:
+            return score, asks, False
+        content = judge.ask(query + REASK_SUFFIX, temperature=temperature, max_tokens=3, tag=tag + ":reask")
+        asks += 1
+        try_time += 1
+        temperature += 0.5
+        if try_time > MAX_TRIES:
+            return 0.0, asks, True
+
+
+@register("mmvet")
+class MMVet(Adapter):
+    judged = True
+    description = "MM-Vet, GPT grader (official prompt), per capability"
+
+    def read(self, root: Path) -> list[Item]:
+        path = root if root.is_file() else root / "mm-vet.json"
+        data = read_json(path, "mmvet")
+        if not isinstance(data, dict):
+            raise DataFormatError(f"mmvet: {path} must map ids to {{imagename, capability, question, answer}}")
+        items = []
+        for qid, q in data.items():
+            if not isinstance(q, dict) or not {"imagename", "capability", "question", "answer"} <= q.keys():
+                self.skip("bad_row", f"{qid!r} lacks imagename/capability/question/answer")
+                continue
+            image = find_file([path.parent / "images" / q["imagename"], path.parent / q["imagename"]])
+            if image is None:
+                self.skip("missing_image", q["imagename"])
+                continue
+            caps = list(q["capability"])
+            items.append(Item(id=str(qid), prompt=q["question"], image=image, stratum=",".join(sorted(caps)),
+                              meta={"question": q["question"], "answer": q["answer"], "capability": caps}))
+        return items
+
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        scorer = "MM-Vet GPT grader (mm-vet_evaluator.py prompt, re-ask up to 5 then 0)"
+        if judge is None:
+            return self.no_judge(items, scorer=scorer)
+        scores: dict[str, float] = {}
+        counts = {"items": len(items), "missing_prediction": 0, "reasks": 0, "unparsable_gave_0": 0, "judge_errors": 0}
+        for it in items:
+            pred = predictions.get(it.id)
+            if pred is None:
+                counts["missing_prediction"] += 1
+                scores[it.id] = 0.0
+                continue
+            try:
+                s, asks, gave_up = grade(judge, it.meta["question"], it.meta["answer"], pred, tag=f"mmvet:{it.id}")
+            except RuntimeError:
+                counts["judge_errors"] += 1
+                scores[it.id] = 0.0
+                continue
+            scores[it.id] = s
+            counts["reasks"] += asks - 1
+            counts["unparsable_gave_0"] += gave_up
+        per: dict[str, list[float]] = defaultdict(list)
+        for it in items:
+            for cap in set(it.meta["capability"]):
+                per[cap].append(scores[it.id])
+        return self.result(pct(sum(scores.values()), len(scores)), scorer=scorer, judge=judge_name(judge),
+                           breakdown={k: pct(sum(v), len(v)) for k, v in sorted(per.items())}, counts=counts,
+                           details={"per_item": scores})

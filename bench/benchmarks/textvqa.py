@@ -1,0 +1,52 @@
+"""TextVQA (val): VQA accuracy over 10 human answers (see ``vqa_eval``).
+
+Official file: ``TextVQA_0.5.1_val.json`` = ``{"data": [{question_id, image_id, question, answers,
+...}]}``; images ``train_images/<image_id>.jpg``. LLaVA-1.5 appends the OCR tokens
+("Reference OCR token: ...") when the record has them (``ocr_tokens``); ``use_ocr=False`` turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from allava.chat import short_answer_prompt
+from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, find_file, pct, read_json
+from bench.benchmarks.registry import register
+from bench.benchmarks.vqa_eval import vqa_accuracy
+
+
+@register("textvqa")
+class TextVQA(Adapter):
+    description = "TextVQA val, VQA accuracy (10 answers, leave-one-out)"
+
+    def read(self, root: Path) -> list[Item]:
+        path = root if root.is_file() else root / "TextVQA_0.5.1_val.json"
+        base = path.parent
+        data = read_json(path, "textvqa")
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise DataFormatError(f"textvqa: {path} must be an object with a 'data' list")
+        use_ocr = self.options.get("use_ocr", True)
+        items = []
+        for q in data["data"]:
+            answers = q.get("answers") if isinstance(q, dict) else None
+            if not isinstance(answers, list) or len(answers) != 10 or "question" not in q:
+                self.skip("bad_row", f"question {q.get('question_id') if isinstance(q, dict) else q!r}: needs 10 answers")
+                continue
+            image = find_file([base / d / f"{q['image_id']}.jpg" for d in ("train_images", "images")]
+                              + [base / d / f"{q['image_id']}.png" for d in ("train_images", "images")])
+            if image is None:
+                self.skip("missing_image", str(q.get("image_id")))
+                continue
+            question = q["question"]
+            if use_ocr and q.get("ocr_tokens"):
+                question = f"{question}\nReference OCR token: {', '.join(q['ocr_tokens'])}"
+            items.append(Item(id=str(q["question_id"]), prompt=short_answer_prompt(question), image=image,
+                              meta={"answers": answers}))
+        return items
+
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        missing = sum(1 for it in items if it.id not in predictions)
+        total = sum(vqa_accuracy(predictions.get(it.id, ""), it.meta["answers"]) for it in items)
+        return self.result(pct(total, len(items)), scorer="VQA accuracy (m4c_evaluator / EvalAI normaliser)",
+                           counts={"items": len(items), "missing_prediction": missing})

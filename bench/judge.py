@@ -1,0 +1,220 @@
+"""A judge model behind any OpenAI-compatible chat-completions API.
+
+Why: seven of the twelve benchmarks are scored by a judge model. Judgments drift between judge
+versions and cost money, so every call is (1) cached on disk keyed by a hash of the judge model and
+the full request (system + prompt + sampling settings), so reruns never re-ask; (2) retried a
+bounded number of times with exponential backoff that honours ``Retry-After`` (LLaVA's review
+scripts retry forever -- we do not); (3) recorded, prompt and reply, in a JSONL log so a report can
+be audited. The API key comes from the environment (``ALLAVA_JUDGE_API_KEY``, else
+``OPENAI_API_KEY``) and is never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KEY_ENV_VARS = ("ALLAVA_JUDGE_API_KEY", "OPENAI_API_KEY")
+DEFAULT_CACHE_DIR = Path(os.environ.get("ALLAVA_JUDGE_CACHE", Path.home() / ".cache" / "allava" / "judge"))
+
+
+class JudgeError(RuntimeError):
+    """The judge could not be reached or refused the request after the bounded retries."""
+
+
+@dataclass
+class JudgeStats:
+    calls: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+
+
+class JudgeCache:
+    """SQLite key -> reply store; one file per cache dir, safe to share between runs."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.path = cache_dir / "judge_cache.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, reply TEXT, t REAL)")
+        self._db.commit()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: str, model: str, reply: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?)", (key, model, reply, time.time()))
+            self._db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def api_key_from_env() -> str | None:
+    for name in KEY_ENV_VARS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def _image_data_url(image: Path | bytes) -> tuple[str, str]:
+    """(data URL, sha256) for a judge that sees the image (MLLM-Bench uses GPT-4V)."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    mime = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}", hashlib.sha256(data).hexdigest()
+
+
+class JudgeClient:
+    """``ask(prompt) -> reply text`` through the ``openai`` SDK, cached, retried and logged."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        cache_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        timeout_s: float = 120.0,
+        client: Any = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = JudgeStats()
+        self.cache = JudgeCache(Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR)
+        self.log_path = Path(log_path) if log_path else None
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_lock = threading.Lock()
+        if client is None:
+            import openai
+
+            # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on a non-empty one.
+            key = api_key or api_key_from_env() or "EMPTY"
+            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
+        self._client = client
+
+    def describe(self) -> str:
+        """What a report prints to name the judge (model and endpoint, never the key)."""
+        return f"{self.model} @ {self.base_url}" if self.base_url else self.model
+
+    @staticmethod
+    def cache_key(model: str, request: dict[str, Any]) -> str:
+        blob = json.dumps({"model": model, **request}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def ask(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        image: Path | bytes | None = None,
+        tag: str = "",
+    ) -> str:
+        """One chat turn. Raises :class:`JudgeError` when the bounded retries are exhausted."""
+        image_url, image_hash = _image_data_url(image) if image is not None else (None, None)
+        request = {"system": system, "prompt": prompt, "temperature": temperature, "max_tokens": max_tokens,
+                   "stop": stop, "image_sha256": image_hash}
+        key = self.cache_key(self.model, request)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            self._log(tag, key, request, cached, cached=True, attempts=0)
+            return cached
+        messages: list[dict[str, Any]] = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        if image_url:
+            content: Any = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": prompt}]
+        else:
+            content = prompt
+        messages.append({"role": "user", "content": content})
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature}
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if stop:
+            kwargs["stop"] = stop
+        reply, attempts = self._call_with_retries(kwargs, tag, key, request)
+        self.cache.put(key, self.model, reply)
+        self._log(tag, key, request, reply, cached=False, attempts=attempts)
+        return reply
+
+    def _call_with_retries(self, kwargs: dict[str, Any], tag: str, key: str, request: dict[str, Any]) -> tuple[str, int]:
+        import openai
+
+        last: Exception | None = None
+        for attempt in range(1, self.max_retries + 2):
+            self.stats.calls += 1
+            try:
+                response = self._client.chat.completions.create(**kwargs)
+                return (response.choices[0].message.content or ""), attempt
+            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as exc:
+                last = exc
+                if attempt > self.max_retries:
+                    break
+                self.stats.retries += 1
+                time.sleep(self._delay(exc, attempt))
+            except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
+                last = exc
+                break
+        self.stats.failures += 1
+        msg = f"judge {self.describe()} failed after {attempt} attempt(s): {type(last).__name__}: {last}"
+        self._log(tag, key, request, None, cached=False, attempts=attempt, error=msg)
+        raise JudgeError(msg)
+
+    def _delay(self, exc: Exception, attempt: int) -> float:
+        retry_after = None
+        response = getattr(exc, "response", None)
+        if response is not None:
+            try:
+                retry_after = float(response.headers.get("retry-after"))
+            except (TypeError, ValueError):
+                retry_after = None
+        delay = retry_after if retry_after is not None else self.backoff_s * 2 ** (attempt - 1)
+        return min(max(delay, 0.0), self.max_backoff_s)
+
+    def _log(self, tag: str, key: str, request: dict[str, Any], reply: str | None, *, cached: bool, attempts: int,
+             error: str | None = None) -> None:
+        if not self.log_path:
+            return
+        record = {"time": time.time(), "judge": self.model, "base_url": self.base_url, "tag": tag, "key": key,
+                  **request, "reply": reply, "cached": cached, "attempts": attempts, "error": error}
+        with self._log_lock, self.log_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def judge_from_options(model: str | None, base_url: str | None, output_dir: str | Path,
+                       cache_dir: str | Path | None = None) -> JudgeClient | None:
+    """What the runner calls with ``--judge-model``/``--judge-base-url``: None when no judge is set,
+    else a client logging to ``<output_dir>/judge_log.jsonl``."""
+    if not model:
+        return None
+    out = Path(output_dir)
+    return JudgeClient(model, base_url, cache_dir=cache_dir or out / "judge_cache", log_path=out / "judge_log.jsonl")

@@ -1,0 +1,296 @@
+"""llama.cpp runtime through llama-cpp-python's low-level bindings (llama_cpp + llama_cpp.mtmd_cpp).
+
+Why low-level instead of `Llama` + `MTMDChatHandler`: we need image encode, prefill and decode timed
+separately, the projector output (`mtmd_get_output_embd`) and raw logits for parity. The prompt is
+split by libmtmd at its media marker, exactly as llama-mtmd-cli does, so the token stream equals
+what upstream users get. Requires the CLS-order patch for correct image embeddings
+(scripts/build_llama_cpp.sh); `build_info()` says whether the loaded build carries it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, peak_rss_mb
+
+
+class LlamaCppError(RuntimeError):
+    """llama.cpp refused a file or failed to evaluate; the message carries llama.cpp's own last errors."""
+
+
+_LOG: collections.deque[str] = collections.deque(maxlen=40)
+_LOG_CB = None
+
+
+def install_logger() -> None:
+    """Route llama.cpp and libmtmd logs into a ring buffer (echoed when ALLAVA_LLAMA_VERBOSE=1)."""
+    global _LOG_CB
+    if _LOG_CB is not None:
+        return
+    import llama_cpp
+    from llama_cpp import mtmd_cpp
+
+    verbose = os.environ.get("ALLAVA_LLAMA_VERBOSE") == "1"
+
+    @llama_cpp.llama_log_callback
+    def cb(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        s = text.decode("utf-8", errors="replace")
+        _LOG.append(s)
+        if verbose:
+            print(s, end="", flush=True)
+
+    _LOG_CB = cb
+    llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(cb, ctypes.c_void_p(0))
+
+
+def _last_errors() -> str:
+    lines = [s.strip() for s in _LOG if s.strip()]
+    err = [s for s in lines if "error" in s.lower() or "failed" in s.lower() or "invalid" in s.lower()]
+    return " | ".join((err or lines)[-4:])
+
+
+def build_info() -> dict:
+    """Version and patch status of the llama-cpp-python this process imports."""
+    from runtimes.llamacpp_patch import status
+
+    return status()
+
+
+class LlamaCppRuntime(Runtime):
+    format = "gguf"
+
+    def load(self, variant_path: str | Path, threads: int | None = None, n_ctx: int | None = None,
+             model_file: str | None = None, mmproj_file: str | None = None) -> LlamaCppRuntime:
+        import json
+
+        import llama_cpp as L
+        from llama_cpp import mtmd_cpp as M
+
+        self.L, self.M = L, M
+        install_logger()
+        t0 = time.perf_counter()
+        vdir = Path(variant_path)
+        self.variant = vdir
+        if model_file is None or mmproj_file is None:
+            mf = vdir / "manifest.json"
+            if not mf.is_file():
+                raise FileNotFoundError(f"{vdir}: no manifest.json (export with export/to_gguf.py)")
+            files = json.loads(mf.read_text())["files"]
+            model_file = model_file or files["model"]
+            mmproj_file = mmproj_file or files["mmproj"]
+        lm_path, mm_path = vdir / model_file, vdir / mmproj_file
+        for p in (lm_path, mm_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing")
+            with open(p, "rb") as f:
+                if f.read(4) != b"GGUF":
+                    raise LlamaCppError(f"{p}: not a GGUF file")
+        self.threads = threads or os.cpu_count() or 1
+        L.llama_backend_init()
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = 0
+        self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
+        if not self.model:
+            raise LlamaCppError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
+        self.n_ctx = n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
+        self.n_batch = min(512, self.n_ctx)
+        cp = L.llama_context_default_params()
+        cp.n_ctx = self.n_ctx
+        cp.n_batch = self.n_batch
+        cp.n_ubatch = self.n_batch
+        cp.n_threads = self.threads
+        cp.n_threads_batch = self.threads
+        cp.no_perf = False
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise LlamaCppError(f"{lm_path}: could not create a context: {_last_errors()}")
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
+        self.n_embd = int(L.llama_model_n_embd(self.model))
+        mpar = M.mtmd_context_params_default()
+        mpar.use_gpu = False
+        mpar.n_threads = self.threads
+        mpar.print_timings = False
+        mpar.warmup = False
+        self.mctx = M.mtmd_init_from_file(str(mm_path).encode(), self.model, mpar)
+        if not self.mctx:
+            raise LlamaCppError(f"{mm_path}: libmtmd could not load the projector: {_last_errors()}")
+        self.marker = M.mtmd_default_marker().decode()
+        self.batch = L.llama_batch_init(self.n_batch, 0, 1)
+        self.load_s = time.perf_counter() - t0
+        return self
+
+    # -- low-level helpers -------------------------------------------------------------------
+    def _reset(self) -> None:
+        self.L.llama_memory_clear(self.L.llama_get_memory(self.ctx), True)
+
+    def _decode(self, tokens: list[int], pos: int, logits_all: bool = False) -> np.ndarray:
+        """Decode tokens at positions pos..; returns logits of the last token (or all, in order)."""
+        L, b = self.L, self.batch
+        rows = []
+        for start in range(0, len(tokens), self.n_batch):
+            part = tokens[start:start + self.n_batch]
+            b.n_tokens = len(part)
+            for j, t in enumerate(part):
+                b.token[j] = t
+                b.pos[j] = pos + start + j
+                b.n_seq_id[j] = 1
+                b.seq_id[j][0] = 0
+                b.logits[j] = 1 if (logits_all or start + j == len(tokens) - 1) else 0
+            rc = L.llama_decode(self.ctx, b)
+            if rc != 0:
+                raise LlamaCppError(f"llama_decode failed ({rc}): {_last_errors()}")
+            idx = range(len(part)) if logits_all else ([len(part) - 1] if start + len(part) == len(tokens) else [])
+            for j in idx:
+                ptr = L.llama_get_logits_ith(self.ctx, j)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
+        return np.stack(rows) if logits_all else rows[-1]
+
+    def _bitmap(self, image: Image.Image):
+        img = image.convert("RGB")
+        data = img.tobytes()
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        bmp = self.M.mtmd_bitmap_init(img.width, img.height, buf)
+        if not bmp:
+            raise LlamaCppError("mtmd_bitmap_init failed")
+        return bmp
+
+    def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, int, dict]:
+        """Tokenize with libmtmd, encode the image, decode everything; returns last logits, n_past, timings."""
+        L, M = self.L, self.M
+        self._reset()
+        if image is None:
+            text = prompt.replace(IMAGE_MARKER, "")
+        else:
+            if prompt.count(IMAGE_MARKER) != 1:
+                raise ValueError(f"prompt must hold exactly one {IMAGE_MARKER} marker")
+            text = prompt.replace(IMAGE_MARKER, self.marker)
+        raw = text.encode()
+        inp = M.mtmd_input_text(raw, len(raw), False, True)
+        bitmaps = [self._bitmap(image)] if image is not None else []
+        arr = (M.mtmd_bitmap_p_ctypes * max(1, len(bitmaps)))(*bitmaps)
+        chunks = M.mtmd_input_chunks_init()
+        tm = {"image_encode_s": 0.0, "lm_prefill_s": 0.0, "n_prompt": 0, "embd": None}
+        try:
+            rc = M.mtmd_tokenize(self.mctx, chunks, ctypes.byref(inp), arr, len(bitmaps))
+            if rc != 0:
+                raise LlamaCppError(f"mtmd_tokenize failed ({rc}): {_last_errors()}")
+            n_past, last = 0, None
+            for i in range(M.mtmd_input_chunks_size(chunks)):
+                chunk = M.mtmd_input_chunks_get(chunks, i)
+                kind = M.mtmd_input_chunk_get_type(chunk)
+                if kind == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    n = ctypes.c_size_t(0)
+                    ptr = M.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                    toks = [ptr[k] for k in range(n.value)]
+                    t0 = time.perf_counter()
+                    last = self._decode(toks, n_past)
+                    tm["lm_prefill_s"] += time.perf_counter() - t0
+                    n_past += len(toks)
+                    tm["n_prompt"] += len(toks)
+                elif kind == M.MTMD_INPUT_CHUNK_TYPE_IMAGE:
+                    n_tok = int(M.mtmd_input_chunk_get_n_tokens(chunk))
+                    t0 = time.perf_counter()
+                    if M.mtmd_encode_chunk(self.mctx, chunk) != 0:
+                        raise LlamaCppError(f"mtmd_encode_chunk failed: {_last_errors()}")
+                    tm["image_encode_s"] += time.perf_counter() - t0
+                    embd = M.mtmd_get_output_embd(self.mctx)
+                    tm["embd"] = np.ctypeslib.as_array(embd, shape=(n_tok * self.n_embd,)).reshape(n_tok, -1).copy()
+                    new_past = L.llama_pos(0)
+                    t0 = time.perf_counter()
+                    rc = M.mtmd_helper_decode_image_chunk(self.mctx, self.ctx, chunk, embd, n_past, 0, self.n_batch,
+                                                          ctypes.byref(new_past), M.mtmd_helper_post_decode_callback(), None)
+                    tm["lm_prefill_s"] += time.perf_counter() - t0
+                    if rc != 0:
+                        raise LlamaCppError(f"image chunk decode failed ({rc}): {_last_errors()}")
+                    tm["n_prompt"] += int(new_past.value) - n_past
+                    n_past = int(new_past.value)
+                    last = None
+                else:
+                    raise LlamaCppError("audio chunks are not supported")
+            if last is None:
+                raise ValueError("the prompt must end with text after the image (the chat template's 'ASSISTANT:')")
+            return last, n_past, tm
+        finally:
+            M.mtmd_input_chunks_free(chunks)
+            for b in bitmaps:
+                M.mtmd_bitmap_free(b)
+
+    def _piece(self, tok: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self.L.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = self.L.llama_token_to_piece(self.vocab, tok, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    # -- Runtime interface --------------------------------------------------------------------
+    def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
+                 greedy: bool = True) -> GenerationResult:
+        if not greedy:
+            raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
+        t_start = time.perf_counter()
+        logits, n_past, tm = self._prefill(image, prompt)
+        tok = int(np.argmax(logits))
+        ttft = time.perf_counter() - t_start
+        ids = [tok]
+        t1 = time.perf_counter()
+        while len(ids) < max_new_tokens and not self.L.llama_vocab_is_eog(self.vocab, tok):
+            if n_past + 1 >= self.n_ctx:
+                break
+            logits = self._decode([tok], n_past)
+            n_past += 1
+            tok = int(np.argmax(logits))
+            ids.append(tok)
+        t_dec = time.perf_counter() - t1
+        text = b"".join(self._piece(t) for t in ids if not self.L.llama_vocab_is_eog(self.vocab, t))
+        timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,
+                          prefill_tok_s=tm["n_prompt"] / tm["lm_prefill_s"] if tm["lm_prefill_s"] else 0.0,
+                          decode_tok_s=(len(ids) - 1) / t_dec if t_dec and len(ids) > 1 else 0.0,
+                          peak_rss_mb=peak_rss_mb(), n_prompt_tokens=tm["n_prompt"], n_generated=len(ids))
+        return GenerationResult(text.decode("utf-8", errors="replace"), ids, timings)
+
+    def score(self, image: Image.Image | None, prompt: str, continuation_ids: list[int]) -> np.ndarray:
+        first, n_past, _ = self._prefill(image, prompt)
+        if len(continuation_ids) <= 1:
+            return first[None, :]
+        rest = self._decode(list(continuation_ids[:-1]), n_past, logits_all=True)
+        return np.concatenate([first[None, :], rest], axis=0)
+
+    def image_embeddings(self, image: Image.Image) -> np.ndarray:
+        _, _, tm = self._prefill(image, f"{IMAGE_MARKER}\n")
+        return tm["embd"]
+
+    def prompt_token_ids(self, prompt: str) -> list[int]:
+        """Text tokens of a prompt without image (for checking tokenizer parity)."""
+        raw = prompt.encode()
+        buf = (self.L.llama_token * (len(raw) + 8))()
+        n = self.L.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), False, True)
+        return list(buf[:n])
+
+    def close(self) -> None:
+        if getattr(self, "mctx", None):
+            self.M.mtmd_free(self.mctx)
+            self.mctx = None
+        if getattr(self, "batch", None) is not None:
+            self.L.llama_batch_free(self.batch)
+            self.batch = None
+        if getattr(self, "ctx", None):
+            self.L.llama_free(self.ctx)
+            self.ctx = None
+        if getattr(self, "model", None):
+            self.L.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

@@ -1,0 +1,134 @@
+"""Judged benchmarks against a scripted chat-completions server on 127.0.0.1.
+
+The server (http.server in a daemon thread) answers by recognising each protocol's prompt, stops
+when the test ends and also by itself after 60 s. Checks: every judged benchmark yields a score,
+prompts and replies are logged, the cache answers reruns, an unparsable MM-Vet reply is re-asked
+and then scored 0 (counted), and a dead judge is counted rather than crashing the run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from bench.benchmarks import get_adapter
+from bench.judge import JudgeClient
+
+DATA = Path(__file__).parent / "data"
+
+
+def scripted_reply(prompt: str) -> str:
+    if "Compare the ground truth and prediction" in prompt:
+        return "n/a" if "UNPARSABLE" in prompt else "0.8"
+    if "match an answer with several options" in prompt:
+        return "B"
+    if "true class of the image" in prompt:
+        return "yes" if "true class of the image is: cat" in prompt else "no"
+    if prompt.startswith("[Context]"):
+        return "8 6\nThe second answer is shorter."
+    if prompt.startswith("[Detailed Image Description]"):
+        return "7 5"
+    if "[The Start of Assistant A's Answer]\nMODEL" in prompt:
+        return "Assistant A is better. [[A]]"
+    return "Assistant B is better. [[B]]"
+
+
+class Handler(BaseHTTPRequestHandler):
+    calls: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.calls.append(body)
+        content = body["messages"][-1]["content"]
+        text = content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop",
+                              "message": {"role": "assistant", "content": scripted_reply(text)}}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    timer = threading.Timer(60, httpd.shutdown)  # bounded: stops by itself
+    timer.daemon = True
+    timer.start()
+    Handler.calls = []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    timer.cancel()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+JUDGED = ["mmvet", "llava_bench", "touchstone", "mllm_bench", "vicuna80", "emt", "mmbench"]
+
+
+def model_answers(name: str, items: list) -> dict[str, str]:
+    if name == "mmbench":
+        return {it.id: "something unclear" for it in items}  # forces the judge matcher
+    if name in ("mllm_bench", "vicuna80"):
+        return {it.id: "MODEL answer" for it in items}
+    return {it.id: "cat" for it in items}
+
+
+def test_every_judged_benchmark_scores_and_is_logged(server: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ALLAVA_JUDGE_API_KEY", "sk-test-secret")
+    log = tmp_path / "judge_log.jsonl"
+    judge = JudgeClient("scripted-judge", server, cache_dir=tmp_path / "cache", log_path=log, max_retries=1)
+    results = {}
+    for name in JUDGED:
+        ad = get_adapter(name)
+        items = ad.load(DATA / name)
+        results[name] = ad.score(items, model_answers(name, items), judge=judge)
+        assert results[name].headline is not None, (name, results[name])
+        assert results[name].judge == "scripted-judge"
+    # MM-Vet: v1 graded 0.8; v2 unparsable -> 5 re-asks then 0 (official loop), counted
+    mv = results["mmvet"]
+    assert mv.headline == pytest.approx(40.0)
+    assert mv.counts["unparsable_gave_0"] == 1 and mv.counts["reasks"] == 5
+    assert mv.breakdown == {"ocr": pytest.approx(80.0), "rec": pytest.approx(40.0)}
+    assert results["llava_bench"].headline == pytest.approx(75.0)
+    # TouchStone: model is assistant 2 then 1 -> scores 5 and 7 -> mean 6 * 100
+    assert results["touchstone"].headline == pytest.approx(600.0)
+    assert results["touchstone"].details["reference_gpt4_ha_score"] == pytest.approx(600.0)
+    # Pairwise: the scripted judge always prefers the model -> both orders agree -> wins
+    assert results["vicuna80"].headline == 100.0 and results["mllm_bench"].headline == 100.0
+    assert results["emt"].breakdown == {"cifar10": 50.0, "mnist": 0.0}
+    assert results["mmbench"].counts["needed_judge"] == 4
+    assert results["mmbench"].headline == 0.0  # judge says B everywhere: no base has every copy right
+    assert results["mmbench"].counts["judge_unmatched"] == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and all(r["prompt"] and r["reply"] is not None for r in records)
+    assert "sk-test-secret" not in log.read_text()
+    assert sum(1 for r in records if "mllm_bench" in r["tag"] and r["image_sha256"]) == 4
+    # rerun: everything comes from the cache, no new HTTP calls
+    n = len(Handler.calls)
+    again = get_adapter("mmvet")
+    assert again.score(again.load(DATA / "mmvet"), model_answers("mmvet", []) or {"v1": "cat", "v2": "cat"},
+                       judge=judge).headline == pytest.approx(40.0)
+    assert len(Handler.calls) == n and judge.stats.cache_hits > 0
+
+
+def test_dead_judge_is_counted_not_fatal(tmp_path: Path) -> None:
+    judge = JudgeClient("dead", "http://127.0.0.1:9/v1", cache_dir=tmp_path, log_path=tmp_path / "log.jsonl",
+                        max_retries=1, backoff_s=0.01, timeout_s=2)
+    ad = get_adapter("llava_bench")
+    res = ad.score(ad.load(DATA / "llava_bench"), {"0": "x", "1": "y"}, judge=judge)
+    assert res.counts["judge_errors"] == 2 and res.headline is None
+    assert all(json.loads(line)["error"] for line in (tmp_path / "log.jsonl").read_text().splitlines())

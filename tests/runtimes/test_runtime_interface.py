@@ -1,0 +1,106 @@
+"""One runtime interface: PyTorch reference and llama.cpp give ids, text and timings the same way."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                 reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
+
+
+def _prompt():
+    from export.parity import synthetic_prompts
+
+    return synthetic_prompts(1, 96, seed=7)[0]
+
+
+def test_registry_and_format_detection(tiny_ckpt: Path, gguf_dir: Path):
+    from runtimes import REGISTRY, detect_format, runtime_class
+
+    assert {"pytorch", "gguf"} <= set(REGISTRY)
+    assert detect_format(tiny_ckpt) == "pytorch" and detect_format(gguf_dir / "F16") == "gguf"
+    with pytest.raises(KeyError, match="no runtime"):
+        runtime_class("tflite")
+    with pytest.raises(FileNotFoundError):
+        detect_format(gguf_dir)
+
+
+def test_torch_runtime_equals_hf_generate(tiny_ckpt: Path):
+    import torch
+
+    from runtimes.torch_runtime import TorchRuntime
+
+    p = _prompt()
+    rt = TorchRuntime().load(tiny_ckpt, 2)
+    res = rt.generate(p.image, p.prompt, 12)
+    inputs = rt.processor(images=p.image, text=p.prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = rt.model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    hf = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert res.token_ids == hf[: len(res.token_ids)]
+    logits = rt.score(p.image, p.prompt, res.token_ids)
+    assert logits.shape == (len(res.token_ids), 1024)
+    assert logits.argmax(-1).tolist() == res.token_ids
+    assert rt.image_embeddings(p.image).shape == (36, 256)
+
+
+def _check_timings(t):
+    assert t.load_s > 0 and t.image_encode_ms > 0 and t.ttft_ms > 0
+    assert t.prefill_tok_s > 0 and t.peak_rss_mb > 0 and t.n_prompt_tokens > 36
+
+
+@needs_llama
+def test_llamacpp_runtime_interface(tiny_ckpt: Path, gguf_dir: Path):
+    from runtimes import load_runtime
+    from runtimes.llamacpp_runtime import build_info
+
+    p = _prompt()
+    ref = load_runtime(tiny_ckpt, 2)
+    with load_runtime(gguf_dir / "F32", threads=1) as rt:
+        assert rt.threads == 1
+        res = rt.generate(p.image, p.prompt, 12)
+        _check_timings(res.timings)
+        r = ref.generate(p.image, p.prompt, 12)
+        _check_timings(r.timings)
+        assert res.timings.n_prompt_tokens == r.timings.n_prompt_tokens  # same token stream, image included
+        assert rt.prompt_token_ids("\nWhat colour is the circle?\nASSISTANT:") == \
+            ref.tokenizer("\nWhat colour is the circle?\nASSISTANT:")["input_ids"]
+        logits = rt.score(p.image, p.prompt, res.token_ids)
+        assert logits.shape[0] == len(res.token_ids)
+        np.testing.assert_allclose(rt.first_token_logits(p.image, p.prompt), logits[0], atol=1e-4)
+        emb = rt.image_embeddings(p.image)
+        ref_emb = ref.image_embeddings(p.image)
+        assert emb.shape == ref_emb.shape
+        if build_info()["patched"]:
+            assert np.abs(emb - ref_emb).max() < 5e-3
+
+
+@needs_llama
+def test_llamacpp_rejects_bad_files(gguf_dir: Path, tmp_path: Path):
+    import shutil
+
+    from runtimes.llamacpp_runtime import LlamaCppError, LlamaCppRuntime
+
+    v = tmp_path / "v"
+    shutil.copytree(gguf_dir / "F16", v)
+    lm = v / "tiny-random-F16.gguf"
+    lm.write_bytes(lm.read_bytes()[:4096])
+    with pytest.raises(LlamaCppError, match="could not load"):
+        LlamaCppRuntime().load(v, 1)
+    lm.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(LlamaCppError, match="not a GGUF"):
+        LlamaCppRuntime().load(v, 1)
+
+
+def test_patch_marker_status():
+    from runtimes.llamacpp_patch import status
+
+    st = status()
+    if not st["installed"]:
+        pytest.skip("llama_cpp is not installed")
+    assert st["patched"], "installed llama-cpp-python lacks the CLS-order patch: run scripts/build_llama_cpp.sh"
+    assert "0001-llava-cls-before-patches.patch" in st["patches"]
