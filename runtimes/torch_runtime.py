@@ -7,6 +7,7 @@ with `do_sample=False`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -15,6 +16,10 @@ import torch
 from PIL import Image
 
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, peak_rss_mb
+
+
+def _cache_of(out):
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 class TorchRuntime(Runtime):
@@ -32,6 +37,9 @@ class TorchRuntime(Runtime):
         self.tokenizer = self.processor.tokenizer
         self.image_token_id = self.model.config.image_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        # transformers >= 5.2x renamed past_key_values -> cache; accept both
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.load_s = time.perf_counter() - t0
         return self
 
@@ -78,14 +86,14 @@ class TorchRuntime(Runtime):
         t0 = time.perf_counter()
         out = self.model(inputs_embeds=embeds, use_cache=True)
         t_prefill = time.perf_counter() - t0
-        past = out.past_key_values
+        past = _cache_of(out)
         tok = int(out.logits[0, -1].argmax())
         ttft = time.perf_counter() - t_start
         ids = [tok]
         t1 = time.perf_counter()
         while len(ids) < max_new_tokens and tok != self.eos_id:
-            out = self.model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
+            past = _cache_of(out)
             tok = int(out.logits[0, -1].argmax())
             ids.append(tok)
         t_dec = time.perf_counter() - t1

@@ -43,6 +43,12 @@ if [[ $STOCK -eq 0 && $FORCE -eq 0 ]] && (cd "$ROOT" && "$PYTHON" -m runtimes.ll
   exit 0
 fi
 
+if [[ $STOCK -eq 1 && $FORCE -eq 0 && -n "$TARGET" && -d "$TARGET/llama_cpp" ]] && \
+   ! (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch check --site "$TARGET" --patches "$(ls "$ROOT"/patches/llama-cpp-python/*.patch | xargs -n1 basename | paste -sd, -)"); then
+  echo "stock llama-cpp-python already in $TARGET — nothing to do (use --force to rebuild)"
+  exit 0
+fi
+
 mkdir -p "$WORKDIR"
 SDIST="$WORKDIR/llama_cpp_python-$VERSION.tar.gz"
 if [[ ! -f "$SDIST" ]]; then
@@ -62,7 +68,8 @@ export CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPL
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 START=$(date +%s)
 if [[ -n "$TARGET" ]]; then
-  "$PYTHON" -m pip install --no-cache-dir --upgrade --target "$TARGET" "$SRC"
+  # dependencies come from the environment that puts TARGET on its path
+  "$PYTHON" -m pip install --no-cache-dir --no-deps --upgrade --target "$TARGET" "$SRC"
 else
   # runtime dependencies of llama-cpp-python first, then the package itself without touching them
   "$PYTHON" -m pip install "typing-extensions>=4.5.0" "numpy>=1.20.0" "diskcache>=5.6.1" "jinja2>=2.11.3"

@@ -4,7 +4,8 @@ Layout of ``root``::
 
     images/world_train_00000.png ...      rendered scenes
     ALLaVA-Caption-World.json             stage 1: detailed captions
-    ALLaVA-Instruct-World.json            stage 2: complex reasoning + short-answer / multiple-choice turns
+    ALLaVA-Instruct-World.json            stage 2: complex reasoning questions with detailed answers
+    ALLaVA-VQA-World.json                 stage 2: multi-turn short-answer / multiple-choice questions
     ALLaVA-Text-World.json                text-only instructions (both stages)
     ALLaVA-Heldout-World.json             held-out short-answer questions, one per record, with ``qtype``
     scenes.jsonl                          the scene behind every image (the offline teacher reads it)
@@ -36,6 +37,7 @@ from allava.world.scene import Scene, render, sample_scene
 
 CAPTION_FILE = "ALLaVA-Caption-World.json"
 INSTRUCT_FILE = "ALLaVA-Instruct-World.json"
+VQA_FILE = "ALLaVA-VQA-World.json"
 TEXT_FILE = "ALLaVA-Text-World.json"
 HELDOUT_FILE = "ALLaVA-Heldout-World.json"
 SCENES_FILE = "scenes.jsonl"
@@ -44,12 +46,12 @@ MANIFEST_FILE = "world.json"
 
 @dataclass(frozen=True)
 class WorldSpec:
-    train_scenes: int = 8000
+    train_scenes: int = 5000
     heldout_scenes: int = 300
     text_records: int = 3000
     image_size: int = 96
     seed: int = 1234
-    multiple_choice_fraction: float = 0.25
+    multiple_choice_fraction: float = 0.1
 
 
 def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tuple[str, str]]:
@@ -75,6 +77,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
     rng = random.Random(spec.seed)
     captions: list[Record] = []
     instructs: list[Record] = []
+    vqas: list[Record] = []
     heldout: list[Record] = []
     scenes_jsonl: list[str] = []
     total = spec.train_scenes + spec.heldout_scenes
@@ -90,7 +93,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
             captions.append(make_record(f"{sid}_cap", [(rng.choice(CAPTION_PROMPTS), caption(scene, rng))], image))
             questions, chosen, answer = complex_question(scene, rng)
             instructs.append(make_record(f"{sid}_inst", [(questions[chosen], answer)], image))
-            instructs.append(make_record(f"{sid}_vqa", vqa_turns(scene, rng, spec.multiple_choice_fraction), image))
+            vqas.append(make_record(f"{sid}_vqa", vqa_turns(scene, rng, spec.multiple_choice_fraction), image))
         else:
             for k, qa in enumerate(short_questions(scene, rng)):
                 heldout.append(
@@ -101,11 +104,12 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
     texts = [make_record(f"world_text_{i:05d}", [text_instruction(rng)]) for i in range(spec.text_records)]
     write_records(root / CAPTION_FILE, captions)
     write_records(root / INSTRUCT_FILE, instructs)
+    write_records(root / VQA_FILE, vqas)
     write_records(root / TEXT_FILE, texts)
     write_records(root / HELDOUT_FILE, heldout)
     with atomic_path(root / SCENES_FILE) as tmp:
         tmp.write_text("\n".join(scenes_jsonl) + "\n")
-    write_json_atomic(manifest, {"spec": spec.__dict__, "files": [CAPTION_FILE, INSTRUCT_FILE, TEXT_FILE, HELDOUT_FILE]})
+    write_json_atomic(manifest, {"spec": spec.__dict__, "files": [CAPTION_FILE, INSTRUCT_FILE, VQA_FILE, TEXT_FILE, HELDOUT_FILE]})
     return root
 
 
@@ -113,7 +117,7 @@ def corpus(root: str | Path) -> list[str]:
     """All conversation text of the world (for training the tiny tokenizer)."""
     root = Path(root)
     texts: list[str] = []
-    for name in (CAPTION_FILE, INSTRUCT_FILE, TEXT_FILE):
+    for name in (CAPTION_FILE, INSTRUCT_FILE, VQA_FILE, TEXT_FILE):
         for obj in json.loads((root / name).read_text()):
             texts.extend(turn["value"] for turn in obj["conversations"])
     return texts

@@ -100,13 +100,14 @@ def short_questions(scene: Scene, rng: random.Random) -> list[QA]:
     present = {s.name for s in shapes}
     if rng.random() < 0.5:
         name = rng.choice(sorted(present))
-        out.append(QA("exist", f"Is there a {name} in the image?", "yes"))
+        out.append(QA("exist", f"Is there {_article(name)} {name} in the image?", "yes"))
     else:
         # hard negatives share a colour or a shape with something that is there
         s = rng.choice(shapes)
         candidates = [f"{s.colour} {k}" for k in SHAPES] + [f"{c} {s.shape}" for c in COLOURS]
         candidates = sorted(set(candidates) - present)
-        out.append(QA("exist", f"Is there a {rng.choice(candidates)} in the image?", "no"))
+        name = rng.choice(candidates)
+        out.append(QA("exist", f"Is there {_article(name)} {name} in the image?", "no"))
     s = rng.choice(shapes)
     out.append(QA("cell_colour", f"What colour is the shape {_where(s.position)}?", s.colour))
     s = rng.choice(shapes)

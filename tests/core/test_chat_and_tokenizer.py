@@ -21,7 +21,7 @@ def test_special_tokens(tokenizer):
 
 
 def test_segments_equal_template_and_whole_string_tokens(tokenizer, world_root):
-    records, _ = load_records(world_root / "ALLaVA-Instruct-World.json")
+    records, _ = load_records(world_root / "ALLaVA-VQA-World.json")
     texts, _ = load_records(world_root / "ALLaVA-Text-World.json")
     for rec in records[:20] + texts[:5]:
         segments = render_segments(rec.conversations)

@@ -16,7 +16,7 @@ def test_world_is_deterministic(tmp_path, world_root):
 
 
 def test_world_files_are_valid_allava_records(world_root):
-    for name in ("ALLaVA-Caption-World.json", "ALLaVA-Instruct-World.json", "ALLaVA-Text-World.json", "ALLaVA-Heldout-World.json"):
+    for name in ("ALLaVA-Caption-World.json", "ALLaVA-Instruct-World.json", "ALLaVA-VQA-World.json", "ALLaVA-Text-World.json", "ALLaVA-Heldout-World.json"):
         records, skipped = load_records(world_root / name)
         assert records and not skipped
         for r in records:
@@ -38,7 +38,7 @@ def test_answers_follow_from_the_scene():
             if qa.qtype == "word":
                 assert scene.word is not None and qa.answer == scene.word.text
             if qa.qtype == "exist":
-                name = qa.question.removeprefix("Is there a ").removesuffix(" in the image?")
+                name = qa.question.removeprefix("Is there ").split(" ", 1)[1].removesuffix(" in the image?")
                 assert (qa.answer == "yes") == (name in {s.name for s in scene.shapes})
 
 

@@ -1,0 +1,67 @@
+"""plot.png: accuracy vs decode speed, marker area proportional to size (the Pareto picture).
+
+Why this picture: the deployer wants the upper-right corner (fast and accurate) at the smallest
+marker; the Pareto front is drawn so dominated variants stand out. Without accuracy (``--benchmarks
+none``) the y axis becomes size itself, which still shows the speed/size trade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def primary_benchmark(results: dict[str, Any]) -> str | None:
+    """The first benchmark with a numeric score for the reference (or any variant)."""
+    for b in results["benchmarks"]:
+        if any(((v.get("accuracy") or {}).get(b["name"]) or {}).get("headline") is not None for v in results["variants"]):
+            return b["name"]
+    return None
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated (higher x and higher y are better)."""
+    keep = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2, y2) != (x, y) for x2, y2 in points):
+            keep.append(i)
+    return sorted(keep, key=lambda i: points[i][0])
+
+
+def write_plot(results: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench = primary_benchmark(results)
+    rows = []
+    for v in results["variants"]:
+        dec = (v.get("latency") or {}).get("decode_tok_s", {}).get("median")
+        if v["status"] != "ok" or not dec:
+            continue
+        size = (v.get("size_bytes") or 0) / 2**20
+        y = ((v.get("accuracy") or {}).get(bench) or {}).get("headline") if bench else size
+        if y is not None:
+            rows.append((v["name"], dec, y, size))
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    if rows:
+        smax = max(r[3] for r in rows) or 1.0
+        for name, x, y, size in rows:
+            ax.scatter([x], [y], s=40 + 1500 * size / smax, alpha=0.5)
+            ax.annotate(f"{name}\n{size:.1f} MiB", (x, y), fontsize=8, ha="center", va="bottom")
+        front = pareto([(r[1], r[2]) for r in rows]) if bench else []
+        if len(front) > 1:
+            ax.plot([rows[i][1] for i in front], [rows[i][2] for i in front], "k--", lw=0.8, label="Pareto front")
+            ax.legend(loc="lower left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no variant produced timings", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("decode tokens/s (median)")
+    ax.set_ylabel(f"{bench} score" if bench else "size MiB (no accuracy run)")
+    ax.set_title(f"{results['device']['name']}: accuracy vs speed, marker area ~ size")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "plot.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

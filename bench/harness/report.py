@@ -1,0 +1,165 @@
+"""results.json, results.csv and report.md from the results dict.
+
+Why three files: JSON keeps everything (repeats, breakdowns, predictions) for later re-analysis; CSV
+is one flat row per variant for spreadsheets (like onnxruntime-genai's benchmark CSV); Markdown is
+the table a deployer reads, with the deltas, the host, the judge and every skipped or failed
+variant with its reason right next to the numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+LATENCY_COLUMNS = ["load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "decode_tok_s_std",
+                   "peak_rss_mb", "size_mib", "roofline_fraction", "llama_overhead_ratio"]
+
+
+def _med(v: dict[str, Any], metric: str, key: str = "median") -> float | None:
+    return (v.get("latency") or {}).get(metric, {}).get(key)
+
+
+def flat_row(v: dict[str, Any], bench_names: list[str]) -> dict[str, Any]:
+    """One CSV row: identity, latency medians, then score/delta/agreement per benchmark."""
+    row: dict[str, Any] = {"variant": v["name"], "format": v.get("format"), "precision": v.get("precision"),
+                           "status": v.get("status"), "reason": v.get("reason", ""),
+                           "load_s": v.get("load_s"), "image_encode_ms": _med(v, "image_encode_ms"),
+                           "ttft_ms": _med(v, "ttft_ms"), "prefill_tok_s": _med(v, "prefill_tok_s"),
+                           "decode_tok_s": _med(v, "decode_tok_s"), "decode_tok_s_std": _med(v, "decode_tok_s", "std"),
+                           "peak_rss_mb": v.get("peak_rss_mb"),
+                           "size_mib": v["size_bytes"] / 2**20 if v.get("size_bytes") else None,
+                           "roofline_fraction": (v.get("roofline") or {}).get("fraction"),
+                           "llama_overhead_ratio": (v.get("overhead") or {}).get("ratio")}
+    for b in bench_names:
+        e = (v.get("accuracy") or {}).get(b) or {}
+        row[f"score:{b}"] = e.get("headline") if e.get("headline") is not None else (e.get("status") or "")
+        row[f"delta:{b}"] = e.get("delta")
+        row[f"agree_exact:{b}"] = (e.get("agreement") or {}).get("exact")
+        row[f"agree_token_f1:{b}"] = (e.get("agreement") or {}).get("token_f1")
+    ag = v.get("agreement") or {}
+    row["agree_exact"], row["agree_token_f1"] = ag.get("exact"), ag.get("token_f1")
+    return row
+
+
+def csv_columns(bench_names: list[str]) -> list[str]:
+    cols = ["variant", "format", "precision", "status", "reason", *LATENCY_COLUMNS]
+    for b in bench_names:
+        cols += [f"score:{b}", f"delta:{b}", f"agree_exact:{b}", f"agree_token_f1:{b}"]
+    return cols + ["agree_exact", "agree_token_f1"]
+
+
+def write_json(results: dict[str, Any], out: Path) -> Path:
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1, default=str))
+    return path
+
+
+def write_csv(results: dict[str, Any], out: Path) -> Path:
+    names = [b["name"] for b in results["benchmarks"]]
+    path = out / "results.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=csv_columns(names))
+        w.writeheader()
+        for v in results["variants"]:
+            w.writerow(flat_row(v, names))
+        for s in results["skipped"]:
+            w.writerow({"variant": s["variant"], "status": "skipped", "reason": s["reason"],
+                        "size_mib": s["size_bytes"] / 2**20})
+    return path
+
+
+def _f(x: Any, fmt: str = ".1f") -> str:
+    if x is None or x == "":
+        return "–"
+    return format(x, fmt) if isinstance(x, (int, float)) else str(x)
+
+
+def _score_cell(e: dict[str, Any] | None) -> str:
+    if not e:
+        return "–"
+    if e.get("headline") is None:
+        st = e.get("status") or "not scored"
+        return "no judge" if "no judge" in st else st.split(":")[0]
+    d = e.get("delta")
+    return f"{e['headline']:.1f}" + (f" ({d:+.1f})" if d is not None else "")
+
+
+NO_JUDGE = 'none — judged benchmarks are reported as "no judge", never scored another way'
+
+
+def markdown(results: dict[str, Any]) -> str:
+    dev, host = results["device"], results["host"]
+    benches = results["benchmarks"]
+    names = [b["name"] for b in benches]
+    lines = [f"# Bench: {dev['name']} profile", "",
+             f"{dev.get('description', '')}", "",
+             f"- Threads: {dev['host_threads']} (profile {dev['threads']}, capped at this host's usable CPUs); "
+             f"CPU affinity: {dev.get('cpus') or 'not pinned'}; memory budget {dev['memory_budget_gib']} GiB",
+             f"- Reference: {results['reference']} (every delta is in points against it)",
+             f"- Judge: {results['judge'] or NO_JUDGE}",
+             f"- Latency: {results['config']['warmup']} warm-up + {results['config']['repeats']} timed generation(s) of "
+             f"{results['config']['latency_tokens']} new tokens on one image (\"Describe the image in detail.\"), "
+             f"each variant in a fresh process; medians, ± = population std",
+             f"- Memory bandwidth (numpy copy, single thread): {results['bandwidth_gbs']:.1f} GB/s measured"
+             + (f"; the profile's nominal device bandwidth is {dev['nominal_bandwidth_gbs']} GB/s"
+                if dev.get("nominal_bandwidth_gbs") else ""),
+             f"- Run time: {results['elapsed_s']:.0f} s", ""]
+    lines += ["## Variants", "",
+              "| variant | status | size MiB | load s | image enc ms | TTFT ms | prefill tok/s | decode tok/s | "
+              "peak RSS MiB | roofline | llama.cpp overhead |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for v in results["variants"]:
+        dec, std = _med(v, "decode_tok_s"), _med(v, "decode_tok_s", "std")
+        ov = v.get("overhead") or {}
+        ov_note = f" (llama.cpp {ov['llama_decode_tok_s']:.1f} tok/s)" if ov else ""
+        spread = f" ± {std:.1f}" if std is not None else ""
+        lines.append(f"| {v['name']}{' (ref)' if v.get('reference') else ''} | {v['status']} | "
+                     f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_f(v.get('load_s'), '.2f')} | "
+                     f"{_f(_med(v, 'image_encode_ms'))} | {_f(_med(v, 'ttft_ms'))} | {_f(_med(v, 'prefill_tok_s'))} | "
+                     f"{_f(dec)}{spread} | {_f(v.get('peak_rss_mb'), '.0f')} | "
+                     f"{_f((v.get('roofline') or {}).get('fraction'), '.2f')} | "
+                     f"{_f(ov.get('ratio'), '.3f')}{ov_note} |")
+    for s in results["skipped"]:
+        lines.append(f"| {s['variant']} | skipped | {_f(s['size_bytes'] / 2**20)} | | | | | | | | |")
+    lines += ["", "roofline = decode tok/s ÷ (measured bandwidth ÷ language-model bytes per token); above 1 means the "
+              "weights sit in CPU caches. llama.cpp overhead = harness decode tok/s ÷ llama.cpp's own "
+              "llama_perf_context decode tok/s for the same generations (1.0 = no harness overhead).", ""]
+    if names:
+        lines += ["## Accuracy (score, Δ points vs reference)", "",
+                  "| variant | " + " | ".join(names) + " | agree exact % | agree token-F1 % |",
+                  "|---|" + "---:|" * (len(names) + 2)]
+        for v in results["variants"]:
+            acc = v.get("accuracy") or {}
+            ag = v.get("agreement") or {}
+            lines.append(f"| {v['name']} | " + " | ".join(_score_cell(acc.get(n)) for n in names)
+                         + f" | {_f(ag.get('exact'))} | {_f(ag.get('token_f1'))} |")
+        lines += ["", "Agreement: share of items where the variant's answer equals the reference's (exact, after "
+                  "lower-casing) and the mean bag-of-words F1 between them; the reference row is blank.", "",
+                  "| benchmark | items | limit | max new tokens | data | status |", "|---|---:|---:|---:|---|---|"]
+        for b in benches:
+            lines.append(f"| {b['name']}{' (judged)' if b['judged'] else ''} | {b['n_items']} | {_f(b['limit'], 'd')} | "
+                         f"{b['max_new_tokens']} | {b['data_root'] or '–'} | {b['status']} |")
+        lines += ["", "Limits are stratified, seeded subsamples (world: by question type); `--limit N` changes them, "
+                  "`--limit 0` runs everything.", ""]
+    bad = [v for v in results["variants"] if v["status"] != "ok"]
+    if bad or results["skipped"]:
+        lines += ["## Skipped and failed variants", ""]
+        lines += [f"- **{s['variant']}** skipped: {s['reason']}" for s in results["skipped"]]
+        lines += [f"- **{v['name']}** failed: {v.get('reason', '')}" for v in bad]
+        lines.append("")
+    lines += ["## Host", "", f"- CPU: {host['cpu']} ({host['logical_cpus']} logical, {host['usable_cpus']} usable); "
+              f"RAM {_f(host['ram_gib'])} GiB; {host['os']}; load average {', '.join(f'{x:.1f}' for x in host['load_avg'])}",
+              "- Libraries: " + ", ".join(f"{k} {v}" for k, v in host["versions"].items())]
+    if host.get("llama_cpp_build"):
+        lines.append(f"- llama.cpp build: {json.dumps(host['llama_cpp_build'], default=str)[:300]}")
+    if results["log"]:
+        lines += ["", "## Log", ""] + [f"- {x}" for x in results["log"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict[str, Any], out: Path) -> Path:
+    path = out / "report.md"
+    path.write_text(markdown(results))
+    return path

@@ -1,0 +1,153 @@
+"""One variant in one fresh process: load, latency repeats, then the uncached predictions.
+
+Why a process per variant: peak RSS (ru_maxrss) is per process, so only a fresh process gives each
+variant its own memory figure; a native crash (a truncated GGUF that slips past the header check)
+kills only this variant; and CPU affinity / thread counts are set before any library starts its pool.
+
+  python -m bench.harness.worker JOB.pkl OUT_DIR
+
+writes OUT_DIR/result.json (load, latency, errors) and OUT_DIR/predictions.jsonl (one line per
+generated item, flushed as it goes, so a crash mid-way keeps what was done).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _image(src: Any, size: int):
+    from PIL import Image
+
+    if src is None:
+        return _probe_image(size)
+    with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
+        return img.convert("RGB")
+
+
+def _probe_image(size: int):
+    """A deterministic synthetic picture (shapes on a gradient) when no benchmark image exists."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (size, size))
+    px = img.load()
+    for y in range(size):
+        for x in range(size):
+            px[x, y] = (x * 255 // size, y * 255 // size, 128)
+    d = ImageDraw.Draw(img)
+    d.ellipse([size // 8, size // 8, size // 2, size // 2], fill=(220, 30, 30))
+    d.rectangle([size // 2, size // 2, size * 7 // 8, size * 7 // 8], fill=(30, 30, 220))
+    return img
+
+
+def _perf(rt: Any) -> dict[str, float] | None:
+    """llama.cpp's own counters for the last generation (llama_perf_context), when the runtime is llama.cpp."""
+    ctx = getattr(rt, "ctx", None)
+    if ctx is None or getattr(rt, "format", "") != "gguf":
+        return None
+    import llama_cpp
+
+    pc = llama_cpp.llama_perf_context(ctx)
+    return {"t_p_eval_ms": pc.t_p_eval_ms, "n_p_eval": pc.n_p_eval, "t_eval_ms": pc.t_eval_ms, "n_eval": pc.n_eval}
+
+
+def _perf_reset(rt: Any) -> None:
+    ctx = getattr(rt, "ctx", None)
+    if ctx is not None and getattr(rt, "format", "") == "gguf":
+        import llama_cpp
+
+        llama_cpp.llama_perf_context_reset(ctx)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MiB from /proc (VmHWM).
+
+    Not ru_maxrss: Linux carries ru_maxrss over fork and execve, so a worker started by a parent
+    that had imported torch would report the parent's peak. VmHWM belongs to the new address space."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run(job: dict[str, Any], out_dir: Path) -> int:
+    from runtimes import load_runtime
+
+    result: dict[str, Any] = {"ok": False, "pid": os.getpid()}
+    res_path = out_dir / "result.json"
+
+    def dump() -> None:
+        result["peak_rss_mb"] = peak_rss_mb()
+        res_path.write_text(json.dumps(result, indent=1))
+
+    if job.get("cpus"):
+        os.sched_setaffinity(0, job["cpus"])
+    result["cpus"] = sorted(os.sched_getaffinity(0))
+    try:
+        t0 = time.perf_counter()
+        rt = load_runtime(job["path"], job["threads"], fmt=job["format"])
+        result["load_wall_s"] = time.perf_counter() - t0  # imports included
+        result["load_s"] = getattr(rt, "load_s", None) or result["load_wall_s"]
+    except Exception as exc:  # noqa: BLE001 - any load failure is a reported variant status
+        result["error"] = f"load failed: {type(exc).__name__}: {exc}"
+        dump()
+        return 2
+    result["rss_after_load_mb"] = peak_rss_mb()
+    lat = job["latency"]
+    try:
+        if lat["repeats"] > 0:
+            image = _image(lat["image"], lat["image_size"])
+            for _ in range(lat["warmup"]):
+                rt.generate(image, lat["prompt"], lat["max_new_tokens"])
+            reps = []
+            for _ in range(lat["repeats"]):
+                _perf_reset(rt)
+                g = rt.generate(image, lat["prompt"], lat["max_new_tokens"])
+                reps.append({**g.timings.as_dict(), "peak_rss_mb": peak_rss_mb(), "perf": _perf(rt)})
+            result["latency"] = reps
+    except Exception as exc:  # noqa: BLE001
+        result["error"] = f"generation failed: {type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()[-2000:]
+        dump()
+        return 3
+    errors = 0
+    t_pred = time.perf_counter()
+    with open(out_dir / "predictions.jsonl", "a", encoding="utf-8") as fh:
+        for req in job["requests"]:
+            try:
+                g = rt.generate(_image(req["image"], lat["image_size"]) if req["has_image"] else None,
+                                req["prompt"], req["max_new_tokens"])
+                row = {"key": req["key"], "text": g.text.strip(), "token_ids": g.token_ids}
+            except Exception as exc:  # noqa: BLE001 - one bad item must not end the variant
+                errors += 1
+                row = {"key": req["key"], "error": f"{type(exc).__name__}: {exc}"}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+    result.update(ok=True, prediction_s=time.perf_counter() - t_pred, n_requests=len(job["requests"]),
+                  prediction_errors=errors)
+    dump()
+    rt.close()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    job = pickle.loads(Path(argv[0]).read_bytes())
+    out_dir = Path(argv[1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return run(job, out_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,101 @@
+"""Benchmark every variant of a model on a device profile: latency, memory, size and accuracy vs full precision.
+
+  python bench/run.py --device mobile                      # after python train/run.py
+  python bench/run.py --device laptop --benchmarks all --judge-model gpt-4o-mini --judge-base-url URL
+  python bench/run.py --model allava-3b --random-init --benchmarks none   # full-size latency only
+
+What it does, in order:
+  1. reads the device profile (bench/profiles/<device>.json: threads capped at this host's cores, CPU
+     affinity, memory budget, allowed variants, bandwidth source);
+  2. finds variants in --exports (every folder with a manifest.json) and builds missing GGUF ones from
+     --checkpoint with export/to_gguf.py and quantize/run.py; the PyTorch FP32 checkpoint is always the
+     reference; variants over the memory budget are skipped with the reason;
+  3. runs each variant in a fresh process: warm-up, N timed generations (load, image encode, TTFT,
+     prefill and decode tok/s, peak RSS), then the benchmark items not already in the prediction cache;
+  4. scores every benchmark with its official rule, deltas vs the reference and answer agreement;
+     measures host memory bandwidth for the roofline; compares GGUF decode speed with llama.cpp's own
+     perf counters (overhead ratio);
+  5. writes results.json, results.csv, report.md and plot.png to --output-dir.
+
+Default benchmark: "world", the built-in world's held-out questions (outputs/world, written by
+train/run.py), stratified by question type to 96 items so the mobile run stays within ~10 minutes on 2
+cores. Exit codes: 0 ok, 2 bad input (unknown device/benchmark), 3 --max-drop exceeded.
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repo root: `import bench.harness`
+
+import argparse  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from bench.harness.profiles import known_devices
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="mobile", help=f"device profile: {', '.join(known_devices())} (default mobile)")
+    ap.add_argument("--model", default="tiny", help="model preset, picks default paths (tiny: outputs/tiny + outputs/exports)")
+    ap.add_argument("--checkpoint", type=Path, help="HF model folder, the FP32 reference (default outputs/<model>)")
+    ap.add_argument("--exports", type=Path, help="export folder holding variant folders (default outputs/exports); "
+                    "missing GGUF variants are built into <exports>/gguf/")
+    ap.add_argument("--random-init", action="store_true", help="use (and build if needed) a random-weight checkpoint of "
+                    "--model: latency/size work without training (allava-3b: outputs/bench-allava3b)")
+    ap.add_argument("--variants", help="comma list to keep, e.g. Q4_0,gguf:Q8_0 (the reference always runs)")
+    ap.add_argument("--no-build", action="store_true", help="do not build missing exports; report what exists")
+    ap.add_argument("--benchmarks", default="world", help="comma list of benchmark names, 'all' (world + the 12 report "
+                    "benchmarks), 'report' (the 12) or 'none' (latency only). Default: world")
+    ap.add_argument("--limit", type=int, help="items per benchmark (stratified, seeded); default world 96, report "
+                    "benchmarks 8; 0 = all")
+    ap.add_argument("--repeats", type=int, default=3, help="timed generations per variant (default 3)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up generations per variant (default 1)")
+    ap.add_argument("--latency-tokens", type=int, default=32, help="new tokens per timed generation (default 32)")
+    ap.add_argument("--output-dir", type=Path, help="default outputs/bench/<device>[-<model>]")
+    ap.add_argument("--max-drop", type=float, help="exit 3 when any variant loses more than this many points on any "
+                    "scored benchmark vs the reference")
+    ap.add_argument("--judge-model", help="judge for judged benchmarks (OpenAI-compatible; key from ALLAVA_JUDGE_API_KEY "
+                    "or OPENAI_API_KEY). Without it they are reported as 'no judge'")
+    ap.add_argument("--judge-base-url", help="base URL of the judge's OpenAI-compatible API")
+    ap.add_argument("--data-root", type=Path, default=Path("outputs/world"), help="built-in world (held-out set)")
+    ap.add_argument("--bench-data", type=Path, help="official benchmark files, one sub-folder per benchmark name")
+    ap.add_argument("--cache-dir", type=Path, default=Path("outputs/bench/cache"), help="prediction cache (SQLite)")
+    ap.add_argument("--seed", type=int, default=0, help="subsampling seed")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.benchmarks.registry import UnknownBenchmarkError
+    from bench.harness import accuracy, plot, report
+    from bench.harness.profiles import UnknownDeviceError
+    from bench.harness.runner import BenchConfig, execute
+
+    a = parse_args(argv)
+    cfg = BenchConfig(device=a.device, model=a.model, checkpoint=a.checkpoint, exports=a.exports,
+                      random_init=a.random_init, variants=[v.strip() for v in a.variants.split(",")] if a.variants else None,
+                      benchmarks=a.benchmarks, limit=a.limit, repeats=a.repeats, warmup=a.warmup,
+                      latency_tokens=a.latency_tokens, output_dir=a.output_dir, max_drop=a.max_drop,
+                      judge_model=a.judge_model, judge_base_url=a.judge_base_url, world_root=a.data_root,
+                      bench_data=a.bench_data, cache_dir=a.cache_dir, build_exports=not a.no_build, seed=a.seed)
+    try:
+        results = execute(cfg)
+    except (UnknownDeviceError, UnknownBenchmarkError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = cfg.output_dir
+    assert out is not None
+    out.mkdir(parents=True, exist_ok=True)
+    worst = accuracy.worst_drop(results["variants"])
+    results["max_drop"] = {"limit": a.max_drop, "worst": worst[0] if worst else None, "where": worst[1] if worst else None}
+    paths = [report.write_json(results, out), report.write_csv(results, out), report.write_markdown(results, out),
+             plot.write_plot(results, out)]
+    print(report.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    if a.max_drop is not None and worst and worst[0] > a.max_drop:
+        print(f"error: {worst[1]} drops {worst[0]:.2f} points (> --max-drop {a.max_drop})", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a virtual environment with torch, this project with its
+# extras, and llama-cpp-python built from source with our patch (scripts/build_llama_cpp.sh).
+# Re-running is cheap: every step is skipped when already done.
+#
+# Env: PYTHON (default python3), VENV (default .venv), TORCH_SPEC (default torch==2.13.0, the CPU
+# wheel on the project machines; on a CUDA host set e.g. TORCH_SPEC=torch), EXTRAS (default
+# gguf,onnx,synth,dev).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+EXTRAS="${EXTRAS:-gguf,synth,dev}"
+
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+if ! python -c "import torch" 2>/dev/null; then
+  echo "install: $TORCH_SPEC"
+  python -m pip install -q "$TORCH_SPEC"
+fi
+stamp="$VENV/.allava-installed"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  echo "install: allava-edge[$EXTRAS]"
+  python -m pip install -q -e ".[$EXTRAS]"
+  touch "$stamp"
+fi
+PYTHON=python bash scripts/build_llama_cpp.sh

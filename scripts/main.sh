@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The main job on the built-in default, offline: train -> synth check -> export -> quantize -> bench.
+# Every step reads the previous step's folder on disk; rerunning resumes/skips finished work.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source .venv/bin/activate
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+OUT="${OUT:-outputs}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "train: built-in world, stage 0 (vision), stage 1 (PT), stage 2 (FT)  -> $OUT/tiny"
+python train/run.py --output-dir "$OUT/tiny" --data-root "$OUT/world"
+
+step "synth: caption-then-QA through the offline teacher (same pipeline as a GPT-4V run)"
+python synth/run.py laion --images "$OUT/world/images" --teacher offline --limit 200 --output-dir "$OUT/synth-world"
+
+step "export: GGUF F32 and F16 (language model + mmproj), parity-checked against PyTorch"
+python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f32
+python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f16
+
+step "quantize: llama.cpp's own quantizer"
+python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$OUT/exports/gguf"
+
+step "parity: every GGUF variant against the PyTorch checkpoint"
+for v in "$OUT"/exports/gguf/*/; do python export/check.py "$OUT/tiny" "$v" -n 20 --heldout "$OUT/world/ALLaVA-Heldout-World.json"; done
+
+step "bench: latency, memory and accuracy per variant on the mobile profile"
+python bench/run.py --device mobile --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"
