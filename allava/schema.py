@@ -93,11 +93,10 @@ def parse_record(obj: Any, source: str | Path, index: int) -> Record:
     n_markers = sum(t.value.count(IMAGE_MARKER) for t in turns)
     if image is None and n_markers:
         raise DataError(source, rid, f"text-only record (no 'image') contains {IMAGE_MARKER!r}")
-    if image is not None:
-        if n_markers != 1 or IMAGE_MARKER not in turns[0].value:
-            raise DataError(
-                source, rid, f"image record needs exactly one {IMAGE_MARKER!r}, in the first human turn"
-            )
+    if image is not None and (n_markers != 1 or IMAGE_MARKER not in turns[0].value):
+        raise DataError(
+            source, rid, f"image record needs exactly one {IMAGE_MARKER!r}, in the first human turn"
+        )
     extra = {k: v for k, v in obj.items() if k not in ("id", "image", "conversations")}
     return Record(id=rid, conversations=turns, image=image, extra=extra)
 

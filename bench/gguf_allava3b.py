@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.measure:
         print(json.dumps(measure(a.measure, a.threads, a.max_new_tokens, a.runs)))
         return 0
-    from export.manifest import human_size, read_manifest
+    from allava.variant import human_size, read_manifest
     from export.to_gguf import export_gguf
     from quantize.run import quantize_gguf
     from runtimes.llamacpp_runtime import build_info

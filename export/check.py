@@ -67,6 +67,8 @@ def measure_stock(args: argparse.Namespace, site: Path) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), str(args.checkpoint), str(args.variant),
                "-n", str(args.n), "--tokens", str(args.tokens), "--tie-eps", str(args.tie_eps),
                "--seed", str(args.seed), "--no-stock", "--no-save", "--json-out", str(out), "--quiet"]
+        if getattr(args, "threads", None):
+            cmd += ["--threads", str(args.threads)]
         if args.heldout:
             cmd += ["--heldout", str(args.heldout)]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", default=str(DEFAULT_HELDOUT) if DEFAULT_HELDOUT.is_file() else None,
                     help="ALLaVA held-out JSON (default: the built-in world's, when it exists)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: all; use 1 on "
+                    "a busy machine: llama.cpp's spinning thread pool stalls when cores are oversubscribed)")
     ap.add_argument("--stock-site", type=Path, default=DEFAULT_STOCK,
                     help="a `pip install --target` dir holding stock llama-cpp-python (measured when present)")
     ap.add_argument("--no-stock", action="store_true", help="do not measure a stock build")
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parity of {a.variant} vs {a.checkpoint} ({res['summary']['prompts']})")
         print(format_table(table))
     if not a.no_save:
-        from export.manifest import update_manifest
+        from allava.variant import update_manifest
 
         parity = {"reference": str(a.checkpoint.resolve()), label: res["summary"],
                   "build": res.get("build"), "per_prompt": res["prompts"]}

@@ -118,9 +118,13 @@ def run_parity(ref, cand, prompts: list[ParityPrompt], n_tokens: int = 32, tie_e
                 break
             prefix += 1
         emb = _stats(r.embd, cand.image_embeddings(p.image))
+        exact = r.ids == c_gen.token_ids
+        # diverged only where PyTorch itself was undecided (top-2 gap < tie_eps): a near-tie, not an error
+        at_tie = not exact and prefix < len(gap) and bool(gap[prefix] < tie_eps)
         rows.append({
             "id": p.id,
-            "greedy_exact": r.ids == c_gen.token_ids,
+            "greedy_exact": exact,
+            "greedy_exact_or_tie": exact or at_tie,
             "greedy_prefix": prefix,
             "n_ref_tokens": len(r.ids),
             "tf_steps": int(decided.sum()),
@@ -139,6 +143,7 @@ def run_parity(ref, cand, prompts: list[ParityPrompt], n_tokens: int = 32, tie_e
         "n_tokens": n_tokens,
         "tie_eps": tie_eps,
         "greedy_exact_rate": sum(r["greedy_exact"] for r in rows) / n,
+        "greedy_exact_or_tie_rate": sum(r["greedy_exact_or_tie"] for r in rows) / n,
         "greedy_mean_prefix": float(np.mean([r["greedy_prefix"] / max(1, r["n_ref_tokens"]) for r in rows])),
         "tf_top1_agreement": sum(r["tf_agree"] for r in rows) / max(1, steps),
         "tf_prompt_pass_rate": sum(r["tf_all_agree"] for r in rows) / n,
@@ -154,7 +159,8 @@ def run_parity(ref, cand, prompts: list[ParityPrompt], n_tokens: int = 32, tie_e
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """One column per measured build/variant."""
-    keys = [("n_prompts", "{:.0f}"), ("greedy_exact_rate", "{:.1%}"), ("greedy_mean_prefix", "{:.1%}"),
+    keys = [("n_prompts", "{:.0f}"), ("greedy_exact_rate", "{:.1%}"), ("greedy_exact_or_tie_rate", "{:.1%}"),
+            ("greedy_mean_prefix", "{:.1%}"),
             ("tf_top1_agreement", "{:.2%}"), ("tf_prompt_pass_rate", "{:.1%}"), ("tf_skipped_ties", "{:.0f}"),
             ("first_logits_max_abs", "{:.2e}"), ("first_logits_mean_abs", "{:.2e}"),
             ("image_embd_max_abs", "{:.2e}"), ("image_embd_mean_abs", "{:.2e}"), ("image_embd_rel_max", "{:.2e}")]

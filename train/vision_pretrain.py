@@ -5,6 +5,13 @@ tiny tower frozen in its place carries little usable signal. This stage is the b
 analogue of CLIP pre-training: each patch feature at the LLaVA feature layer learns to predict
 what sits in its grid cell (kind, colour, size, word, cell index) from the scene records. After it
 the tower is frozen, exactly as in the ALLaVA recipe.
+
+It also aligns the projector, as LLaVA's feature-alignment stage does for a pretrained LM: each
+projected patch token is regressed onto the sum of the language model's (initial) input
+embeddings of the words that describe its cell ("big red circle top left"). Image tokens then
+start out in the LM's embedding space at the scale of text tokens, so the from-scratch LM can find
+and copy visual attributes the way it attends to words; without this, a few minutes of training
+learn answer priors but little binding (measured: 66% vs. the aligned run, see README).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import CLIPVisionModel
 
-from allava.world.scene import COLOURS, GRID, SHAPES, SIZES, WORDS
+from allava.world.scene import COLOURS, GRID, POSITIONS, SHAPES, SIZES, WORDS
 
 KINDS = ["empty", *SHAPES, "word"]
 HEADS = {"kind": len(KINDS), "colour": len(COLOURS) + 1, "size": len(SIZES) + 1, "word": len(WORDS) + 1, "cell": GRID * GRID}
@@ -58,6 +65,36 @@ def patch_targets(scenes: list[dict], image_size: int, patch_size: int) -> dict[
     return out
 
 
+def patch_words(scenes: list[dict], image_size: int, patch_size: int) -> list[list[str]]:
+    """For every patch of every image (flattened), the words that describe its grid cell."""
+    per_side = image_size // patch_size
+    out: list[list[str]] = []
+    for scene in scenes:
+        by_cell: dict[int, dict] = {s["cell"]: s for s in scene["shapes"]}
+        word = scene.get("word")
+        for p in range(per_side * per_side):
+            row, col = divmod(p, per_side)
+            cell = (row * GRID // per_side) * GRID + col * GRID // per_side
+            words = POSITIONS[cell].split()
+            if cell in by_cell:
+                s = by_cell[cell]
+                words += [s["size"], s["colour"], s["shape"]]
+            elif word and word["cell"] == cell:
+                words += ["word", word["text"]]
+            out.append(words)
+    return out
+
+
+def embedding_targets(words: list[list[str]], token_ids, embeddings: torch.Tensor) -> torch.Tensor:
+    """Sum of the LM input embeddings of each patch's words (leading-space tokens, as answers use)."""
+    cache: dict[str, list[int]] = {}
+    rows = []
+    for ws in words:
+        ids = [t for w in ws for t in cache.setdefault(w, token_ids(" " + w))]
+        rows.append(embeddings[ids].sum(0))
+    return torch.stack(rows)
+
+
 def pretrain_vision_tower(
     tower: CLIPVisionModel | nn.Module,
     pixel_values: torch.Tensor,
@@ -66,15 +103,24 @@ def pretrain_vision_tower(
     cfg: VisionPretrainConfig,
     log_path: Path | None = None,
     progress: bool = True,
+    projector: nn.Module | None = None,
+    embed_targets: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train ``tower`` in place so its ``feature_layer`` patch features encode the scene layout.
 
-    Returns final per-head patch accuracies on the last batches (printed and logged).
+    With ``projector`` and ``embed_targets`` (n_images * n_patches, lm_hidden) the projector is
+    trained in place too, onto those targets. Returns final per-head patch accuracies.
     """
     vcfg = tower.config
     targets = patch_targets(scenes, vcfg.image_size, vcfg.patch_size)
     heads = nn.ModuleDict({k: nn.Linear(vcfg.hidden_size, n) for k, n in HEADS.items()})
     params = list(tower.parameters()) + list(heads.parameters())
+    n_patches = targets["cell"].shape[1]
+    if projector is not None:
+        assert embed_targets is not None
+        params += list(projector.parameters())
+        embed_targets = embed_targets.view(pixel_values.shape[0], n_patches, -1)
+        target_power = embed_targets.pow(2).mean()
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
     def lr_at(step: int) -> float:
@@ -96,6 +142,9 @@ def pretrain_vision_tower(
             hidden = tower(pixel_values=pixel_values[idx], output_hidden_states=True).hidden_states[feature_layer]
             feats = hidden[:, 1:]  # drop CLS, as LLaVA's 'default' feature strategy does
             losses = {k: nn.functional.cross_entropy(h(feats).flatten(0, 1).float(), targets[k][idx].flatten()) for k, h in heads.items()}
+            if projector is not None:
+                projected = projector(feats).float()
+                losses["align"] = nn.functional.mse_loss(projected, embed_targets[idx]) / target_power
         loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -104,6 +153,8 @@ def pretrain_vision_tower(
         if step % 20 == 0 or step == cfg.steps - 1:
             with torch.no_grad():
                 acc = {k: (h(feats.float()).argmax(-1) == targets[k][idx]).float().mean().item() for k, h in heads.items()}
+            if projector is not None:
+                acc["align_loss"] = losses["align"].item()
             bar.set_postfix(loss=f"{loss.item():.3f}", word=f"{acc['word']:.2f}", colour=f"{acc['colour']:.2f}")
             if log:
                 log.write(json.dumps({"stage": "vision", "step": step, "loss": loss.item(), "elapsed_s": time.time() - t0, **{f"acc_{k}": v for k, v in acc.items()}}) + "\n")

@@ -86,10 +86,9 @@ def _answer_by_pattern(scene: Scene, q: str) -> str | None:
     if m := re.fullmatch(r"what colour is the (\w+)\?", q):
         hits = [s for s in scene.shapes if s.shape == m[1]]
         return hits[0].colour if len(hits) == 1 else None
-    if m := re.fullmatch(r"what shape is (?:in|on) the (.+)\?", q):
-        if m[1] in POSITIONS:
-            hits = [s for s in scene.shapes if s.position == m[1]]
-            return hits[0].shape if hits else None
+    if (m := re.fullmatch(r"what shape is (?:in|on) the (.+)\?", q)) and m[1] in POSITIONS:
+        hits = [s for s in scene.shapes if s.position == m[1]]
+        return hits[0].shape if hits else None
     return None
 
 

@@ -54,6 +54,9 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         if len(front) > 1:
             ax.plot([rows[i][1] for i in front], [rows[i][2] for i in front], "k--", lw=0.8, label="Pareto front")
             ax.legend(loc="lower left", fontsize=8)
+        xs = [r[1] for r in rows]
+        if min(xs) > 0 and max(xs) / min(xs) > 20:  # PyTorch vs llama.cpp rates differ by orders of magnitude
+            ax.set_xscale("log")
     else:
         ax.text(0.5, 0.5, "no variant produced timings", ha="center", transform=ax.transAxes)
     ax.set_xlabel("decode tokens/s (median)")

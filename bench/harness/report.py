@@ -144,8 +144,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "Limits are stratified, seeded subsamples (world: by question type); `--limit N` changes them, "
                   "`--limit 0` runs everything.", ""]
     bad = [v for v in results["variants"] if v["status"] != "ok"]
-    if bad or results["skipped"]:
-        lines += ["## Skipped and failed variants", ""]
+    over = [v for v in results["variants"] if v.get("over_budget")]
+    if bad or results["skipped"] or over:
+        lines += ["## Skipped, failed and over-budget variants", ""]
+        lines += [f"- **{v['name']}** ran but {v['over_budget']}" for v in over]
         lines += [f"- **{s['variant']}** skipped: {s['reason']}" for s in results["skipped"]]
         lines += [f"- **{v['name']}** failed: {v.get('reason', '')}" for v in bad]
         lines.append("")

@@ -229,6 +229,9 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
             print(f"[bench] {v.name}: running ({sum(len(s.items) for s in suites)} items, {cfg.repeats} repeats)", flush=True)
             run_variant(v, entry, suites, cfg, profile, cache, probe)
             _finish_entry(entry, suites, judge, bandwidth)
+            if (entry.get("peak_rss_mb") or 0) * 2**20 > profile.memory_budget_bytes:
+                entry["over_budget"] = (f"measured peak RSS {entry['peak_rss_mb']:.0f} MiB exceeds the "
+                                        f"{profile.memory_budget_gib} GiB budget (the file-size estimate said it fits)")
             print(f"[bench] {v.name}: {entry['status']}" + (f" ({entry.get('reason', '')[:200]})" if entry["status"] != "ok" else
                   f" decode {entry['latency'].get('decode_tok_s', {}).get('median', 0):.1f} tok/s, {entry.get('wall_s', 0):.1f} s"),
                   flush=True)

@@ -14,7 +14,7 @@ import pytest
 
 from export.checkpoint import ExportError
 from export.gguf_writer import read_gguf
-from export.manifest import read_manifest
+from allava.variant import read_manifest
 from export.to_gguf import export_gguf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,8 +4,10 @@ On the random tiny model the criterion is teacher-forced top-1 agreement over th
 with near-ties (PyTorch top-2 gap < 5e-3) skipped; a prompt passes when every decided step agrees,
 and >= 95% of prompts must pass. Logit tolerances (stated): first-token logits max |diff| < 1e-2
 (F32) / 2e-2 (F16), image embeddings max |diff| < 5e-3 (F32) / 1e-2 (F16); measured ~1e-3 and ~2e-4.
-On the trained model (outputs/tiny) the same check runs on 50 held-out prompts with free-running
-greedy tokens, plus held-out accuracy deltas for Q8_0 (<= 1 pt) and Q4_K_M (<= 3 pts).
+Free-running greedy tokens must be identical, or diverge only at a step where PyTorch's own top-2
+gap is below 5e-3 (a near-tie), on >= 95% of prompts. On the trained model (outputs/tiny, or
+ALLAVA_TRAINED_CKPT / ALLAVA_HELDOUT) the same checks run on 50 held-out prompts, plus held-out
+accuracy deltas for Q8_0 (<= 1 pt) and Q4_K_M (<= 3 pts) on ALLAVA_HELDOUT_LIMIT (200) questions.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pathlib import Path
 
 import pytest
 
+# 1 thread by default: on a shared 2-core machine llama.cpp's spinning thread pool stalls when oversubscribed
+THREADS = int(os.environ.get("ALLAVA_TEST_THREADS", "1"))
+
 REPO = Path(__file__).resolve().parents[2]
-TRAINED = REPO / "outputs/tiny"
-HELDOUT = REPO / "outputs/world/ALLaVA-Heldout-World.json"
+TRAINED = Path(os.environ.get("ALLAVA_TRAINED_CKPT", REPO / "outputs/tiny"))
+HELDOUT = Path(os.environ.get("ALLAVA_HELDOUT", REPO / "outputs/world/ALLaVA-Heldout-World.json"))
 needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                  reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
 needs_trained = pytest.mark.skipif(
@@ -43,7 +48,7 @@ def reference(tiny_ckpt, prompts):
     from export.parity import reference_results
     from runtimes.torch_runtime import TorchRuntime
 
-    return reference_results(TorchRuntime().load(tiny_ckpt, 2), prompts, 32, progress=False)
+    return reference_results(TorchRuntime().load(tiny_ckpt, THREADS), prompts, 32, progress=False)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,13 +66,13 @@ def test_gguf_matches_pytorch(precision, gguf_dir, prompts, reference):
     from export.parity import run_parity
     from runtimes.llamacpp_runtime import LlamaCppRuntime
 
-    with LlamaCppRuntime().load(gguf_dir / precision, 2) as rt:
+    with LlamaCppRuntime().load(gguf_dir / precision, THREADS) as rt:
         s = run_parity(None, rt, prompts, 32, 5e-3, progress=False, refs=reference)["summary"]
     print(precision, s)
     assert s["tf_prompt_pass_rate"] >= 0.95, s
     assert s["first_logits_max_abs"] < TOL[precision]["logits"], s
     assert s["image_embd_max_abs"] < TOL[precision]["embd"], s
-    assert s["greedy_exact_rate"] >= 0.8, s  # free-running; near-ties on random weights may flip a few
+    assert s["greedy_exact_or_tie_rate"] >= 0.95, s  # free-running; divergence allowed only at a near-tie
 
 
 @pytest.mark.slow
@@ -76,7 +81,8 @@ def test_check_cli_fills_manifest(tiny_ckpt, gguf_dir):
 
     from export.check import main
 
-    assert main([str(tiny_ckpt), str(gguf_dir / "F16"), "-n", "3", "--quiet", "--no-stock"]) == 0
+    assert main([str(tiny_ckpt), str(gguf_dir / "F16"), "-n", "3", "--quiet", "--no-stock",
+                 "--threads", str(THREADS)]) == 0
     parity = json.loads((gguf_dir / "F16" / "manifest.json").read_text())["parity"]
     assert parity["patched"]["n_prompts"] == 3 and parity["build"]["patched"] is True
 
@@ -94,7 +100,7 @@ def test_stock_build_is_measured_not_failed(tiny_ckpt, gguf_dir):
     from export.check import measure_stock
 
     args = argparse.Namespace(checkpoint=tiny_ckpt, variant=gguf_dir / "F32", n=3, tokens=16, tie_eps=5e-3, seed=0,
-                              heldout=None)
+                              heldout=None, threads=THREADS)
     res = measure_stock(args, STOCK)
     print("stock:", res.get("summary", res.get("error")))
     assert "summary" in res or "error" in res
@@ -126,10 +132,12 @@ def test_trained_greedy_parity_on_heldout(precision, trained_gguf):
     from runtimes.torch_runtime import TorchRuntime
 
     prompts = heldout_prompts(HELDOUT, 50)
-    with LlamaCppRuntime().load(trained_gguf / precision, 2) as rt:
-        s = run_parity(TorchRuntime().load(TRAINED, 2), rt, prompts, 32, 5e-3, progress=False)["summary"]
+    with LlamaCppRuntime().load(trained_gguf / precision, THREADS) as rt:
+        s = run_parity(TorchRuntime().load(TRAINED, THREADS), rt, prompts, 32, 5e-3, progress=False)["summary"]
     print(precision, s)
-    assert s["greedy_exact_rate"] >= 0.95, s
+    # same greedy tokens, or a divergence that starts at a PyTorch near-tie (top-2 gap < 5e-3)
+    assert s["greedy_exact_or_tie_rate"] >= 0.95, s
+    assert s["tf_prompt_pass_rate"] >= 0.95, s
 
 
 @needs_trained
@@ -142,8 +150,8 @@ def test_trained_heldout_accuracy_after_quantization(precision, max_drop, traine
     from runtimes.torch_runtime import TorchRuntime
 
     items = load_heldout(HELDOUT, limit=int(os.environ.get("ALLAVA_HELDOUT_LIMIT", "200")))
-    ref = heldout_accuracy(TorchRuntime().load(TRAINED, 2), items, progress=False)["exact_match"]
-    with LlamaCppRuntime().load(trained_gguf / precision, 2) as rt:
+    ref = heldout_accuracy(TorchRuntime().load(TRAINED, THREADS), items, progress=False)["exact_match"]
+    with LlamaCppRuntime().load(trained_gguf / precision, THREADS) as rt:
         got = heldout_accuracy(rt, items, progress=False)["exact_match"]
     print(f"{precision}: PyTorch {ref:.1f}%  GGUF {got:.1f}%  (n={len(items)})")
     assert got >= ref - max_drop

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# 1 thread by default: on a shared 2-core machine llama.cpp's spinning thread pool stalls when oversubscribed
+THREADS = int(os.environ.get("ALLAVA_TEST_THREADS", "1"))
 
 needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                                  reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
@@ -35,7 +39,7 @@ def test_torch_runtime_equals_hf_generate(tiny_ckpt: Path):
     from runtimes.torch_runtime import TorchRuntime
 
     p = _prompt()
-    rt = TorchRuntime().load(tiny_ckpt, 2)
+    rt = TorchRuntime().load(tiny_ckpt, THREADS)
     res = rt.generate(p.image, p.prompt, 12)
     inputs = rt.processor(images=p.image, text=p.prompt, return_tensors="pt")
     with torch.inference_mode():
@@ -45,12 +49,12 @@ def test_torch_runtime_equals_hf_generate(tiny_ckpt: Path):
     logits = rt.score(p.image, p.prompt, res.token_ids)
     assert logits.shape == (len(res.token_ids), 1024)
     assert logits.argmax(-1).tolist() == res.token_ids
-    assert rt.image_embeddings(p.image).shape == (36, 256)
+    assert rt.image_embeddings(p.image).shape == (rt.model.config.image_seq_length, 256)
 
 
 def _check_timings(t):
     assert t.load_s > 0 and t.image_encode_ms > 0 and t.ttft_ms > 0
-    assert t.prefill_tok_s > 0 and t.peak_rss_mb > 0 and t.n_prompt_tokens > 36
+    assert t.prefill_tok_s > 0 and t.peak_rss_mb > 0 and t.n_prompt_tokens > 9
 
 
 @needs_llama
@@ -59,7 +63,7 @@ def test_llamacpp_runtime_interface(tiny_ckpt: Path, gguf_dir: Path):
     from runtimes.llamacpp_runtime import build_info
 
     p = _prompt()
-    ref = load_runtime(tiny_ckpt, 2)
+    ref = load_runtime(tiny_ckpt, THREADS)
     with load_runtime(gguf_dir / "F32", threads=1) as rt:
         assert rt.threads == 1
         res = rt.generate(p.image, p.prompt, 12)

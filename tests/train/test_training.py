@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from tests.conftest import REPO, small_config_dict
-from train.config import _build, TrainConfig
+from train.config import TrainConfig, _build
 from train.pipeline import run_training
 
 

@@ -1,5 +1,8 @@
 """The per-variant manifest: what an export folder is, without relying on its name.
 
+It lives in the core package because every stage after training reads or writes it (export,
+quantize, runtimes, bench) and no stage may import another stage's internals.
+
 Contract (ARCHITECTURE.md): every variant folder holds a `manifest.json` with format, precision,
 the checkpoint it came from (path + sha256), file names and sizes, and parity figures against that
 checkpoint (filled by `export/check.py`). Runtimes, quantizers and the bench read only this.
