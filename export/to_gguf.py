@@ -19,9 +19,9 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from allava.fileio import atomic_path  # noqa: E402
+from allava.variant import human_size, write_manifest  # noqa: E402
 from export.checkpoint import ExportError, open_checkpoint  # noqa: E402
 from export.gguf_writer import OUTTYPES, write_gguf_pair  # noqa: E402
-from allava.variant import human_size, write_manifest  # noqa: E402
 
 
 def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16", name: str | None = None,

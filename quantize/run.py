@@ -23,8 +23,8 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from allava.fileio import atomic_path  # noqa: E402
-from export.checkpoint import ExportError  # noqa: E402
 from allava.variant import human_size, read_manifest, write_manifest  # noqa: E402
+from export.checkpoint import ExportError  # noqa: E402
 
 GGUF_TYPES = {"q8_0": "Q8_0", "q6_k": "Q6_K", "q5_k_m": "Q5_K_M", "q5_k_s": "Q5_K_S", "q5_0": "Q5_0",
               "q5_1": "Q5_1", "q4_k_m": "Q4_K_M", "q4_k_s": "Q4_K_S", "q4_0": "Q4_0", "q4_1": "Q4_1",

@@ -161,8 +161,31 @@ def collate(examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_
     return batch
 
 
-def epoch_order(n_examples: int, epochs: float, seed: int) -> list[int]:
-    """The full, deterministic sample order of a stage: a fresh permutation per epoch."""
+def epoch_order(
+    n_examples: int, epochs: float, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1,
+    group: int = 8,
+) -> list[int]:
+    """The full, deterministic sample order of a stage: a fresh permutation per epoch.
+
+    With ``lengths``, every run of ``group`` batches is sorted by length and cut into batches whose
+    order is then shuffled (transformers' ``group_by_length``): less padding, same randomness.
+    """
+    order = _permutations(n_examples, epochs, seed)
+    if lengths is None or batch_size <= 1:
+        return order
+    rng = random.Random(seed + 1)
+    chunk = batch_size * group
+    grouped: list[int] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches = [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+        full = [b for b in batches if len(b) == batch_size]
+        rng.shuffle(full)
+        grouped += [i for b in full for i in b] + [i for b in batches if len(b) < batch_size for i in b]
+    return grouped
+
+
+def _permutations(n_examples: int, epochs: float, seed: int) -> list[int]:
     rng = random.Random(seed)
     order: list[int] = []
     full, frac = int(epochs), epochs - int(epochs)

@@ -87,15 +87,18 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
         pixels = preprocess_images(images, processor.image_processor, progress=info.is_main).to(device)
         from train.vision_pretrain import embedding_targets, patch_words
 
-        vcfg = model.config.vision_config
-        words = patch_words(scenes, vcfg.image_size, vcfg.patch_size)
-        embeddings = model.model.language_model.embed_tokens.weight.detach()
-        targets = embedding_targets(words, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], embeddings)
+        projector, targets = None, None
+        if cfg.vision_pretrain.align_projector:
+            vcfg = model.config.vision_config
+            words = patch_words(scenes, vcfg.image_size, vcfg.patch_size)
+            embeddings = model.model.language_model.embed_tokens.weight.detach()
+            targets = embedding_targets(words, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], embeddings)
+            projector, targets = model.model.multi_modal_projector, targets.to(device)
         t0 = time.time()
         acc = pretrain_vision_tower(
             model.model.vision_tower, pixels, scenes, model.config.vision_feature_layer, cfg.vision_pretrain,
             log_path=out / "metrics.jsonl" if info.is_main else None, progress=info.is_main,
-            projector=model.model.multi_modal_projector, embed_targets=targets.to(device),
+            projector=projector, embed_targets=targets,
         )
         log(f"stage 0 (vision pre-training) done in {time.time() - t0:.0f}s; patch accuracy: "
             + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()), info)

@@ -115,7 +115,9 @@ class StageRunner:
         self.keep = keep
         self.pad_id = pad_id
         self.progress = progress and dist_info.is_main
-        self.order = epoch_order(len(data.examples), stage.epochs, seed)
+        self.order = epoch_order(
+            len(data.examples), stage.epochs, seed, [len(e.input_ids) for e in data.examples], stage.global_batch_size
+        )
         g = stage.global_batch_size
         if g % (dist_info.world_size * stage.micro_batch_size):
             raise ValueError(

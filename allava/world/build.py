@@ -26,7 +26,6 @@ from allava.fileio import atomic_path, write_json_atomic
 from allava.schema import Record, make_record, write_records
 from allava.world.language import (
     CAPTION_PROMPTS,
-    all_short_questions,
     as_multiple_choice,
     caption,
     complex_question,
@@ -53,24 +52,21 @@ class WorldSpec:
     image_size: int = 96
     seed: int = 1234
     multiple_choice_fraction: float = 0.1
-    max_vqa_turns: int = 12
 
 
-def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float, max_turns: int) -> list[tuple[str, str]]:
-    """Short-answer questions about every object as (prompt, answer) turns, some multiple choice.
+def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tuple[str, str]]:
+    """One short-answer question per type as (prompt, answer) turns, some as multiple choice.
 
-    As in LLaVA-1.5's VQA data the answer-format instruction follows the question; to keep
-    sequences short it is written on the first turn only and holds for the whole conversation.
+    As in LLaVA-1.5's VQA data, every question carries the answer-format instruction.
     """
-    qas = all_short_questions(scene, rng)
-    rng.shuffle(qas)
     turns = []
-    for k, qa in enumerate(qas[:max_turns]):
+    for qa in short_questions(scene, rng):
         mc = as_multiple_choice(qa, rng) if rng.random() < mc_fraction else None
         if mc is not None:
             turns.append((multiple_choice_prompt(mc.question, mc.options), option_letter(mc)))
         else:
-            turns.append((short_answer_prompt(qa.question) if k == 0 else qa.question, qa.answer))
+            turns.append((short_answer_prompt(qa.question), qa.answer))
+    rng.shuffle(turns)
     return turns
 
 
@@ -100,7 +96,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
             captions.append(make_record(f"{sid}_cap", [(rng.choice(CAPTION_PROMPTS), caption(scene, rng))], image))
             questions, chosen, answer = complex_question(scene, rng)
             instructs.append(make_record(f"{sid}_inst", [(questions[chosen], answer)], image))
-            vqas.append(make_record(f"{sid}_vqa", vqa_turns(scene, rng, spec.multiple_choice_fraction, spec.max_vqa_turns), image))
+            vqas.append(make_record(f"{sid}_vqa", vqa_turns(scene, rng, spec.multiple_choice_fraction), image))
         else:
             for k, qa in enumerate(short_questions(scene, rng)):
                 heldout.append(

@@ -117,31 +117,6 @@ def short_questions(scene: Scene, rng: random.Random) -> list[QA]:
     return out
 
 
-def all_short_questions(scene: Scene, rng: random.Random) -> list[QA]:
-    """Every unambiguous short question about every object: the dense training signal of stage 2."""
-    shapes = scene.shapes
-    out: list[QA] = [QA("count", "How many shapes are in the image?", str(len(shapes)))]
-    kinds, colours, names = _unique([s.shape for s in shapes]), _unique([s.colour for s in shapes]), _unique([s.name for s in shapes])
-    present = {s.name for s in shapes}
-    for s in shapes:
-        if s.shape in kinds:
-            out.append(QA("colour", f"What colour is the {s.shape}?", s.colour))
-        if s.colour in colours:
-            out.append(QA("shape", f"What shape is the {s.colour} object?", s.shape))
-        if s.name in names:
-            out.append(QA("position", f"Where is the {s.name}?", s.position))
-            out.append(QA("size", f"Is the {s.name} big or small?", s.size))
-        out.append(QA("cell_colour", f"What colour is the shape {_where(s.position)}?", s.colour))
-        out.append(QA("cell_shape", f"What shape is {_where(s.position)}?", s.shape))
-        out.append(QA("exist", f"Is there {_article(s.name)} {s.name} in the image?", "yes"))
-        absent = sorted({f"{s.colour} {k}" for k in SHAPES} | {f"{c} {s.shape}" for c in COLOURS} - present)
-        name = rng.choice(absent)
-        out.append(QA("exist", f"Is there {_article(name)} {name} in the image?", "no"))
-    if scene.word:
-        out.append(QA("word", "What word is written in the image?", scene.word.text))
-    return out
-
-
 def as_multiple_choice(qa: QA, rng: random.Random) -> QA | None:
     """Turn a colour/shape/word/position question into a 4-option multiple-choice question."""
     pools = {

@@ -12,9 +12,9 @@ import gguf
 import numpy as np
 import pytest
 
+from allava.variant import read_manifest
 from export.checkpoint import ExportError
 from export.gguf_writer import read_gguf
-from allava.variant import read_manifest
 from export.to_gguf import export_gguf
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,8 +28,8 @@ def quantized(gguf_dir: Path) -> Path:
 def test_quantized_variant_loads_and_generates(quantized: Path, precision: str):
     import gguf
 
-    from export.gguf_writer import read_gguf
     from allava.variant import read_manifest
+    from export.gguf_writer import read_gguf
     from export.parity import synthetic_prompts
     from runtimes import load_runtime
 
