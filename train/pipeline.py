@@ -54,10 +54,14 @@ def make_tokenizer(preset, cfg: TrainConfig, data_root: Path):
     kind = preset.tokenizer.get("kind")
     if kind == "pretrained" and not cfg.random_init:
         return load_pretrained_tokenizer(preset.pretrained["text"])
-    from allava.world import corpus
+    from allava.schema import load_records
 
+    texts: list[str] = []
+    for path in dict.fromkeys(data_root / s.path for stage in cfg.stages for s in stage.sources):
+        records, _ = load_records(path, skip_bad=True)
+        texts += [t.value for r in records for t in r.conversations]
     vocab = int(preset.tokenizer.get("vocab_size", 1024)) if kind == "world-bpe" else 4096
-    return train_bpe_tokenizer(corpus(data_root), vocab)
+    return train_bpe_tokenizer(texts, vocab)
 
 
 def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: DistInfo) -> tuple:
