@@ -24,7 +24,9 @@ EXPECTED_ITEMS = {"mme": 6, "mmbench": 4, "seed": 2, "mmvet": 2, "mmmu": 3, "tex
 
 
 def test_registry_has_the_twelve() -> None:
-    assert sorted(REPORT_BENCHMARKS) == known_benchmarks()
+    # the bench harness registers its own "world" adapter through the same registry when imported
+    assert sorted(REPORT_BENCHMARKS) == [b for b in known_benchmarks() if b != "world"]
+    assert len(REPORT_BENCHMARKS) == 12
     with pytest.raises(UnknownBenchmarkError, match="known benchmarks: emt, gqa"):
         get_adapter("nope")
 
