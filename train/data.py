@@ -69,7 +69,7 @@ def encode_record(
     return ids, labels, truncated
 
 
-def _load_image(path: Path, source: str, rid: str) -> Image.Image:
+def load_image(path: Path, source: str, rid: str) -> Image.Image:
     if not path.is_file():
         raise DataError(source, rid, f"image file not found: {path}")
     try:
@@ -113,7 +113,7 @@ def build_stage_data(
                 if rec.image is not None:
                     img_path = (root / rec.image).resolve()
                     if img_path not in image_index:
-                        images.append(_load_image(img_path, str(path), rec.id))
+                        images.append(load_image(img_path, str(path), rec.id))
                         image_index[img_path] = len(images) - 1
                     img_idx = image_index[img_path]
                 ids, labels, cut = encode_record(rec, tokenizer, image_token_id, num_image_tokens, max_length)

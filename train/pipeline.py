@@ -19,7 +19,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 from allava.evaluate import format_table, load_heldout, predict_torch, score
 from allava.fileio import write_json_atomic
 from allava.modeling import build_model, build_processor, count_parameters, freeze_vision_tower, load_preset
-from allava.schema import IMAGE_MARKER
+from allava.schema import IMAGE_MARKER, DataError
 from allava.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from train.config import TrainConfig, to_dict
 from train.data import Source, build_stage_data
@@ -83,11 +83,17 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
         scenes_file = data_root / "scenes.jsonl"
         scenes = [json.loads(line) for line in scenes_file.read_text().splitlines() if line.strip()]
         scenes = [s for s in scenes if "_train_" in s["id"]]
-        from PIL import Image
+        from train.data import load_image, preprocess_images
 
-        from train.data import preprocess_images
-
-        images = [Image.open(data_root / s["image"]).convert("RGB") for s in scenes]
+        images, kept = [], []
+        for s in scenes:  # the same checks, messages and --skip-bad behaviour as the stage data
+            try:
+                images.append(load_image(data_root / s["image"], str(scenes_file), s["id"]))
+                kept.append(s)
+            except DataError:
+                if not cfg.skip_bad:
+                    raise
+        scenes = kept
         pixels = preprocess_images(images, processor.image_processor, progress=info.is_main).to(device)
         from train.vision_pretrain import embedding_targets, patch_words
 

@@ -123,7 +123,9 @@ def test_bad_input_names_file_and_record(tmp_path, world_root, damage, expected)
         del victim["image"]
     if damage in ("no_assistant", "image_in_text_only"):
         cap.write_text(json.dumps(records))
-    cfg = _write_cfg(tmp_path / "c.yaml", small_config_dict(tmp_path / "out", data, steps=1))
+    d = small_config_dict(tmp_path / "out", data, steps=1)
+    d["vision_pretrain"] = None  # user data has no scenes.jsonl: exercise the ALLaVA-4V loader itself
+    cfg = _write_cfg(tmp_path / "c.yaml", d)
     proc = _run_cli(["--config", str(cfg)])
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
