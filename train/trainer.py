@@ -151,7 +151,8 @@ class StageRunner:
             )
         elif dist_info.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # text-only micro-batches (the Text files) leave the projector without gradient
+            self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
         self.step = 0
 
     # -- checkpoints -------------------------------------------------------------------------
