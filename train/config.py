@@ -39,6 +39,8 @@ class StageConfig:
     weight_decay: float = 0.0
     max_length: int = 256
     max_steps: int | None = None  # cap (for smoke tests); None = run the epochs
+    # sort runs of 8 batches by length (less padding); measured worse on the tiny default (47.7% vs 66.4%)
+    group_by_length: bool = False
 
 
 @dataclass

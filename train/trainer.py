@@ -115,9 +115,8 @@ class StageRunner:
         self.keep = keep
         self.pad_id = pad_id
         self.progress = progress and dist_info.is_main
-        self.order = epoch_order(
-            len(data.examples), stage.epochs, seed, [len(e.input_ids) for e in data.examples], stage.global_batch_size
-        )
+        lengths = [len(e.input_ids) for e in data.examples] if stage.group_by_length else None
+        self.order = epoch_order(len(data.examples), stage.epochs, seed, lengths, stage.global_batch_size)
         g = stage.global_batch_size
         if g % (dist_info.world_size * stage.micro_batch_size):
             raise ValueError(
