@@ -2,8 +2,9 @@
 
 Why a marker with a hash: the fix lives in compiled C++ (libmtmd), so it cannot be seen from Python.
 `scripts/build_llama_cpp.sh` writes `ALLAVA_PATCHES.json` next to the installed package with the
-sha256 of the libmtmd it built; a later stock reinstall replaces the library, the hash no longer
-matches and the build counts as stock again.
+sha256 of the libmtmd it built and the CMake flags it used; a later stock reinstall replaces the
+library, the hash no longer matches and the build counts as stock again; a build made with other
+flags (e.g. an old GGML_NATIVE=ON build, see scripts/build_llama_cpp.sh) is rebuilt.
 
 Usage: python -m runtimes.llamacpp_patch {status,check,write} [--site DIR] [--patches a,b]
 """
@@ -67,10 +68,11 @@ def status(site: str | None = None) -> dict:
         if data.get("libmtmd_sha256") == _sha256(lib):
             out["patched"] = True
             out["patches"] = list(data.get("patches", []))
+            out["build_flags"] = data.get("build_flags")
     return out
 
 
-def write_marker(site: str | None, patches: list[str]) -> Path:
+def write_marker(site: str | None, patches: list[str], build_flags: str | None = None) -> Path:
     pkg = package_dir(site)
     if pkg is None:
         raise SystemExit("llama_cpp is not installed; nothing to mark")
@@ -78,7 +80,8 @@ def write_marker(site: str | None, patches: list[str]) -> Path:
     if lib is None:
         raise SystemExit(f"no libmtmd in {pkg}/lib; was llama-cpp-python built with LLAVA_BUILD=ON?")
     path = pkg / MARKER
-    path.write_text(json.dumps({"patches": patches, "libmtmd": lib.name, "libmtmd_sha256": _sha256(lib)}, indent=2))
+    data = {"patches": patches, "libmtmd": lib.name, "libmtmd_sha256": _sha256(lib), "build_flags": build_flags}
+    path.write_text(json.dumps(data, indent=2))
     return path
 
 
@@ -89,16 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                          "write: record the installed libmtmd as patched")
     ap.add_argument("--site", default=None, help="a `pip install --target` directory instead of the current env")
     ap.add_argument("--patches", default=",".join(PATCHES), help="comma-separated patch names")
+    ap.add_argument("--build", default=None, help="CMake flags of the build (write: recorded; check: must match)")
     a = ap.parse_args(argv)
     wanted = [p for p in a.patches.split(",") if p]
     if a.command == "write":
-        print(write_marker(a.site, wanted))
+        print(write_marker(a.site, wanted, a.build))
         return 0
     st = status(a.site)
     if a.command == "status":
         print(json.dumps(st, indent=2))
         return 0
-    return 0 if st["patched"] and set(wanted) <= set(st["patches"]) else 1
+    same_build = a.build is None or st.get("build_flags") == a.build
+    return 0 if st["patched"] and set(wanted) <= set(st["patches"]) and same_build else 1
 
 
 if __name__ == "__main__":

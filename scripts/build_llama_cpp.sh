@@ -8,7 +8,7 @@
 # see runtimes/llamacpp_patch.py).
 #
 # Usage: scripts/build_llama_cpp.sh [--force] [--stock --target DIR]
-#   --force        rebuild even if the installed build is already patched
+#   --force        rebuild even if the installed build is already patched (with the same flags)
 #   --stock        build the unpatched release (for measuring what upstream users get)
 #   --target DIR   install into DIR (pip install --target) instead of the active environment
 # Env: PYTHON (default: python), LLAMA_CPP_VERSION (0.3.36), CMAKE_ARGS (extra cmake flags),
@@ -31,6 +31,12 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
+# Portable x86-64 build (AVX2/FMA/F16C, no AVX-512/AMX) unless CMAKE_ARGS adds more. Why not
+# GGML_NATIVE=ON: on AMX-capable Xeons (this project's machines) native builds route quantized
+# matmuls through ggml's AMX backend, which segfaults in llama_decode on Q8_0/Q4_0/Q4_K_M models
+# (llama.cpp issue #20824, measured here). The flags are recorded in the marker, so a build made
+# with other flags is rebuilt.
+BUILD_FLAGS="-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF${CMAKE_ARGS:+ $CMAKE_ARGS}"
 PATCHES=()
 if [[ $STOCK -eq 0 ]]; then
   for p in "$ROOT"/patches/llama-cpp-python/*.patch; do PATCHES+=("$p"); done
@@ -38,7 +44,7 @@ fi
 NAMES="$(for p in "${PATCHES[@]+"${PATCHES[@]}"}"; do basename "$p"; done | paste -sd, -)"
 SITE_ARGS=(); [[ -n "$TARGET" ]] && SITE_ARGS=(--site "$TARGET")
 
-if [[ $STOCK -eq 0 && $FORCE -eq 0 ]] && (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch check "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES"); then
+if [[ $STOCK -eq 0 && $FORCE -eq 0 ]] && (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch check "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build "$BUILD_FLAGS"); then
   echo "llama-cpp-python already carries: $NAMES — nothing to do (use --force to rebuild)"
   exit 0
 fi
@@ -64,7 +70,7 @@ done
 
 # CPU build; the mtmd library is added by llama-cpp-python's own CMakeLists, so tools/examples/tests
 # of llama.cpp can be left out to save compile time.
-export CMAKE_ARGS="-DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF ${CMAKE_ARGS:-}"
+export CMAKE_ARGS="$BUILD_FLAGS"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 START=$(date +%s)
 if [[ -n "$TARGET" ]]; then
@@ -77,5 +83,5 @@ else
 fi
 echo "built in $(( $(date +%s) - START )) s"
 if [[ $STOCK -eq 0 ]]; then
-  (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch write "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES")
+  (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch write "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build "$BUILD_FLAGS")
 fi
