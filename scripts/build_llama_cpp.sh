@@ -44,7 +44,7 @@ fi
 NAMES="$(for p in "${PATCHES[@]+"${PATCHES[@]}"}"; do basename "$p"; done | paste -sd, -)"
 SITE_ARGS=(); [[ -n "$TARGET" ]] && SITE_ARGS=(--site "$TARGET")
 
-if [[ $STOCK -eq 0 && $FORCE -eq 0 ]] && (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch check "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build "$BUILD_FLAGS"); then
+if [[ $STOCK -eq 0 && $FORCE -eq 0 ]] && (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch check "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build="$BUILD_FLAGS"); then
   echo "llama-cpp-python already carries: $NAMES — nothing to do (use --force to rebuild)"
   exit 0
 fi
@@ -83,5 +83,5 @@ else
 fi
 echo "built in $(( $(date +%s) - START )) s"
 if [[ $STOCK -eq 0 ]]; then
-  (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch write "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build "$BUILD_FLAGS")
+  (cd "$ROOT" && "$PYTHON" -m runtimes.llamacpp_patch write "${SITE_ARGS[@]+"${SITE_ARGS[@]}"}" --patches "$NAMES" --build="$BUILD_FLAGS")
 fi

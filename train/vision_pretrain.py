@@ -29,6 +29,8 @@ from allava.world.scene import COLOURS, GRID, POSITIONS, SHAPES, SIZES, WORDS
 
 KINDS = ["empty", *SHAPES, "word"]
 HEADS = {"kind": len(KINDS), "colour": len(COLOURS) + 1, "size": len(SIZES) + 1, "word": len(WORDS) + 1, "cell": GRID * GRID}
+# colour x shape as one class: a direction per object name, so "the red triangle" is one key to match
+NAME_HEAD = {"name": len(COLOURS) * len(SHAPES) + 1}
 
 
 @dataclass
@@ -39,13 +41,14 @@ class VisionPretrainConfig:
     warmup_steps: int = 30
     seed: int = 0
     align_projector: bool = False
+    name_head: bool = False  # also predict colour x shape per patch (see NAME_HEAD)
 
 
 def patch_targets(scenes: list[dict], image_size: int, patch_size: int) -> dict[str, torch.Tensor]:
     """Per-patch class targets, shape (n_images, n_patches) per head."""
     per_side = image_size // patch_size
     n = len(scenes)
-    out = {k: torch.zeros(n, per_side * per_side, dtype=torch.long) for k in HEADS}
+    out = {k: torch.zeros(n, per_side * per_side, dtype=torch.long) for k in (*HEADS, *NAME_HEAD)}
     colour_ids = {c: i for i, c in enumerate(COLOURS)}
     for i, scene in enumerate(scenes):
         by_cell: dict[int, dict] = {s["cell"]: s for s in scene["shapes"]}
@@ -55,12 +58,15 @@ def patch_targets(scenes: list[dict], image_size: int, patch_size: int) -> dict[
             cell = (row * GRID // per_side) * GRID + col * GRID // per_side
             out["cell"][i, p] = cell
             kind, colour, size, word_id = 0, len(COLOURS), len(SIZES), len(WORDS)
+            name = NAME_HEAD["name"] - 1
             if cell in by_cell:
                 s = by_cell[cell]
                 kind, colour, size = 1 + SHAPES.index(s["shape"]), colour_ids[s["colour"]], SIZES.index(s["size"])
+                name = colour * len(SHAPES) + SHAPES.index(s["shape"])
             elif word and word["cell"] == cell:
                 kind, word_id = len(KINDS) - 1, WORDS.index(word["text"])
             out["kind"][i, p], out["colour"][i, p], out["size"][i, p], out["word"][i, p] = kind, colour, size, word_id
+            out["name"][i, p] = name
     return out
 
 
@@ -112,7 +118,8 @@ def pretrain_vision_tower(
     """
     vcfg = tower.config
     targets = patch_targets(scenes, vcfg.image_size, vcfg.patch_size)
-    heads = nn.ModuleDict({k: nn.Linear(vcfg.hidden_size, n) for k, n in HEADS.items()})
+    head_sizes = {**HEADS, **(NAME_HEAD if cfg.name_head else {})}
+    heads = nn.ModuleDict({k: nn.Linear(vcfg.hidden_size, n) for k, n in head_sizes.items()})
     params = list(tower.parameters()) + list(heads.parameters())
     n_patches = targets["cell"].shape[1]
     if projector is not None:

@@ -52,6 +52,10 @@ class WorldSpec:
     image_size: int = 96
     seed: int = 1234
     multiple_choice_fraction: float = 0.1
+    word_fraction: float = 0.35  # scenes with a written word (the OCR-style questions)
+    # bump when the generated text changes, so an existing world folder is rebuilt, not reused
+    # (2: words in captions without quotes, tokenised as the answers are: " cat", not "cat")
+    version: int = 2
 
 
 def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tuple[str, str]]:
@@ -88,7 +92,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
     for i in range(total):
         split = "train" if i < spec.train_scenes else "heldout"
         sid = f"world_{split}_{i:05d}"
-        scene = sample_scene(rng, sid)
+        scene = sample_scene(rng, sid, spec.word_fraction)
         image = f"images/{sid}.png"
         render(scene, spec.image_size).save(root / image, compress_level=1)
         scenes_jsonl.append(json.dumps({"image": image, **scene.to_json()}))

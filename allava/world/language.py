@@ -60,7 +60,7 @@ def caption(scene: Scene, rng: random.Random) -> str:
         where = _where(s.position)
         parts.append(template.format(obj=obj, Obj=obj[0].upper() + obj[1:], where=where, Where=where[0].upper() + where[1:]))
     if scene.word:
-        parts.append(f'The word "{scene.word.text}" is written in black {_where(scene.word.position)}.')
+        parts.append(f"The word {scene.word.text} is written in black {_where(scene.word.position)}.")
     colours = Counter(s.colour for s in shapes)
     if n > 1:
         common, k = colours.most_common(1)[0]
@@ -184,7 +184,7 @@ def complex_question(scene: Scene, rng: random.Random) -> tuple[list[str], int, 
         candidates.append(
             (
                 "What is written in the image, and how many letters does it have?",
-                f'The word "{w.text}" is written in black {_where(w.position)}. '
+                f"The word {w.text} is written in black {_where(w.position)}. "
                 f"It has {NUMBER_WORDS[len(w.text)]} letters: {', '.join(w.text)}.",
             )
         )

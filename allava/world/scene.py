@@ -79,10 +79,10 @@ class Scene:
         return sorted(self.shapes, key=lambda s: s.cell)
 
 
-def sample_scene(rng: random.Random, scene_id: str) -> Scene:
-    """1-4 shapes in distinct cells, plus a written word in a third of the scenes."""
+def sample_scene(rng: random.Random, scene_id: str, word_fraction: float = 0.35) -> Scene:
+    """1-4 shapes in distinct cells, plus a written word in ``word_fraction`` of the scenes."""
     n_shapes = rng.randint(1, 4)
-    has_word = rng.random() < 0.35
+    has_word = rng.random() < word_fraction
     cells = rng.sample(range(GRID * GRID), n_shapes + int(has_word))
     shapes = [
         Shape(cell=c, colour=rng.choice(list(COLOURS)), shape=rng.choice(SHAPES), size=rng.choice(SIZES))

@@ -36,3 +36,16 @@ def test_generation_prompt_matches_template(tokenizer):
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the circle?"}]}]
     rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert rendered == prompt_text("What colour is the circle?")
+
+
+def test_training_tokenizer_merges_the_template_tags(tmp_path, world_root):
+    """train/pipeline trains the world BPE on template-rendered text: the tags become single tokens."""
+    from allava.modeling import load_preset
+    from tests.conftest import small_config_dict
+    from train.config import TrainConfig, _build
+    from train.pipeline import make_tokenizer
+
+    cfg = _build(TrainConfig, small_config_dict(tmp_path / "o", world_root), "test")
+    tok = make_tokenizer(load_preset("tiny"), cfg, world_root)
+    pieces = tok.convert_ids_to_tokens(tok("USER: hi\nASSISTANT:", add_special_tokens=False)["input_ids"])
+    assert "USER" in pieces and "ASSISTANT" in pieces, pieces

@@ -49,3 +49,26 @@ def test_render_size_and_scene_json(world_root):
 
     img = render(Scene.from_json(scene), 96)
     assert img.size == (96, 96)
+
+
+def test_word_fraction_and_caption_words_tokenise_like_answers():
+    """Captions name the word as answers do (no quotes), so both train the same ' cat' token."""
+    from allava.world.language import caption
+
+    rng = random.Random(1)
+    scenes = [sample_scene(rng, f"s{i}", word_fraction=0.8) for i in range(300)]
+    share = sum(s.word is not None for s in scenes) / len(scenes)
+    assert 0.7 < share < 0.9
+    s = next(s for s in scenes if s.word)
+    assert f"The word {s.word.text} is written" in caption(s, rng)
+
+
+def test_stage0_name_targets_join_colour_and_shape():
+    from allava.world.scene import COLOURS, SHAPES
+    from train.vision_pretrain import NAME_HEAD, patch_targets
+
+    scene = {"shapes": [{"cell": 0, "colour": "blue", "shape": "diamond", "size": "big"}], "word": None}
+    t = patch_targets([scene], 96, 16)
+    blue_diamond = list(COLOURS).index("blue") * len(SHAPES) + SHAPES.index("diamond")
+    assert t["name"][0, 0] == blue_diamond  # patch 0 lies in cell 0
+    assert t["name"][0, 35] == NAME_HEAD["name"] - 1  # bottom-right patch: empty cell

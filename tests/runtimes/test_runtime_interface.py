@@ -108,3 +108,19 @@ def test_patch_marker_status():
         pytest.skip("llama_cpp is not installed")
     assert st["patched"], "installed llama-cpp-python lacks the CLS-order patch: run scripts/build_llama_cpp.sh"
     assert "0001-llava-cls-before-patches.patch" in st["patches"]
+
+
+def test_patch_marker_records_build_flags(tmp_path):
+    """A build made with other CMake flags (e.g. an AMX-enabled native build) is not taken as ours."""
+    from runtimes.llamacpp_patch import main, write_marker
+
+    pkg = tmp_path / "llama_cpp"
+    (pkg / "lib").mkdir(parents=True)
+    (pkg / "lib" / "libmtmd.so").write_bytes(b"built library")
+    write_marker(str(tmp_path), ["0001-x.patch"], "-DGGML_NATIVE=OFF")
+    site = ["--site", str(tmp_path), "--patches", "0001-x.patch"]
+    assert main(["check", *site, "--build=-DGGML_NATIVE=OFF"]) == 0
+    assert main(["check", *site, "--build=-DGGML_NATIVE=ON"]) == 1
+    assert main(["check", *site]) == 0  # no flags asked for: patches only
+    (pkg / "lib" / "libmtmd.so").write_bytes(b"a stock reinstall")
+    assert main(["check", *site, "--build=-DGGML_NATIVE=OFF"]) == 1
