@@ -84,21 +84,26 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
     log(f"model: preset {preset.name}, {total / 1e6:,.1f}M parameters", info)
     model.to(device)
     if cfg.vision_pretrain is not None:
-        scenes_file = data_root / "scenes.jsonl"
-        scenes = [json.loads(line) for line in scenes_file.read_text().splitlines() if line.strip()]
-        scenes = [s for s in scenes if "_train_" in s["id"]]
         from train.data import load_image, preprocess_images
+        from train.vision_pretrain import fresh_scenes
 
-        images, kept = [], []
-        for s in scenes:  # the same checks, messages and --skip-bad behaviour as the stage data
-            try:
-                images.append(load_image(data_root / s["image"], str(scenes_file), s["id"]))
-                kept.append(s)
-            except DataError:
-                if not cfg.skip_bad:
-                    raise
-        scenes = kept
+        if cfg.vision_pretrain.fresh_scenes > 0:
+            scenes, images = fresh_scenes(cfg.vision_pretrain, model.config.vision_config.image_size)
+        else:
+            scenes_file = data_root / "scenes.jsonl"
+            scenes = [json.loads(line) for line in scenes_file.read_text().splitlines() if line.strip()]
+            scenes = [s for s in scenes if "_train_" in s["id"]]
+            images, kept = [], []
+            for s in scenes:  # the same checks, messages and --skip-bad behaviour as the stage data
+                try:
+                    images.append(load_image(data_root / s["image"], str(scenes_file), s["id"]))
+                    kept.append(s)
+                except DataError:
+                    if not cfg.skip_bad:
+                        raise
+            scenes = kept
         pixels = preprocess_images(images, processor.image_processor, progress=info.is_main).to(device)
+        del images
         from train.vision_pretrain import embedding_targets, patch_words
 
         projector, targets = None, None

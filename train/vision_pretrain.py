@@ -42,6 +42,21 @@ class VisionPretrainConfig:
     seed: int = 0
     align_projector: bool = False
     name_head: bool = False  # also predict colour x shape per patch (see NAME_HEAD)
+    # > 0: pre-train on this many freshly drawn scenes (a stream of its own, as CLIP's pre-training
+    # data is not ALLaVA's) instead of the training split; word_fraction of them carry a word
+    fresh_scenes: int = 0
+    fresh_word_fraction: float = 0.5
+
+
+def fresh_scenes(cfg: VisionPretrainConfig, image_size: int) -> tuple[list[dict], list]:
+    """Scenes (as scene dicts) and their rendered images for stage 0, drawn from a seed of their own."""
+    import random
+
+    from allava.world.scene import render, sample_scene
+
+    rng = random.Random(10_007 + cfg.seed)
+    scenes = [sample_scene(rng, f"stage0_{i:06d}", cfg.fresh_word_fraction) for i in range(cfg.fresh_scenes)]
+    return [s.to_json() for s in scenes], [render(s, image_size) for s in scenes]
 
 
 def patch_targets(scenes: list[dict], image_size: int, patch_size: int) -> dict[str, torch.Tensor]:
