@@ -25,5 +25,5 @@ python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$
 step "parity: every GGUF variant against the PyTorch checkpoint"
 for v in "$OUT"/exports/gguf/*/; do python export/check.py "$OUT/tiny" "$v" -n 20 --heldout "$OUT/world/ALLaVA-Heldout-World.json"; done
 
-step "bench: latency, memory and accuracy per variant on the mobile profile"
-python bench/run.py --device mobile --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"
+step "bench: latency, memory and accuracy per variant on the mobile profile (built-in world + the 12 report benchmarks, offline)"
+python bench/run.py --device mobile --benchmarks all --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"
