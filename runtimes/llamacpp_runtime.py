@@ -177,6 +177,13 @@ class LlamaCppRuntime(Runtime):
             raise LlamaCppError(f"llama_decode failed ({rc}): {_last_errors()}")
         return self._sample(self.sampler, self.ctx, -1)
 
+    def _is_eog(self, tok: int) -> bool:
+        """llama_vocab_is_eog, remembered per token id (one ctypes call per id, not per step)."""
+        hit = self._eog_cache.get(tok)
+        if hit is None:
+            hit = self._eog_cache[tok] = bool(self.L.llama_vocab_is_eog(self.vocab, tok))
+        return hit
+
     def _bitmap(self, image: Image.Image):
         img = image.convert("RGB")
         data = img.tobytes()
@@ -266,8 +273,7 @@ class LlamaCppRuntime(Runtime):
         ttft = time.perf_counter() - t_start
         ids = [tok]
         t1 = time.perf_counter()
-        step, eog = self._step, self._eog_cache
-        is_eog = lambda t: eog[t] if t in eog else eog.setdefault(t, bool(self.L.llama_vocab_is_eog(self.vocab, t)))  # noqa: E731
+        step, is_eog = self._step, self._is_eog
         while len(ids) < max_new_tokens and not is_eog(tok):
             if n_past + 1 >= self.n_ctx:
                 break
