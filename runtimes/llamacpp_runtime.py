@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from runtimes import native_loop
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, peak_rss_mb
 
 
@@ -133,6 +134,11 @@ class LlamaCppRuntime(Runtime):
         b.n_seq_id[0], b.seq_id[0][0] = 1, 0
         self._llama_decode, self._sample = L.llama_decode, L.llama_sampler_sample
         self._eog_cache: dict[int, bool] = {}
+        self._native = None if os.environ.get("ALLAVA_LLAMA_LOOP") == "python" else native_loop.load()
+        self.decode_loop = "native" if self._native else "python"
+        if self._native:
+            addr = native_loop.function_address
+            self._native_fns = (addr(L.llama_decode), addr(L.llama_sampler_sample), addr(L.llama_vocab_is_eog))
         self.load_s = time.perf_counter() - t0
         return self
 
@@ -176,6 +182,30 @@ class LlamaCppRuntime(Runtime):
         if rc != 0:
             raise LlamaCppError(f"llama_decode failed ({rc}): {_last_errors()}")
         return self._sample(self.sampler, self.ctx, -1)
+
+    def _decode_loop_python(self, first: int, n_past: int, max_new_tokens: int) -> list[int]:
+        """Greedy generation after the prefill, one Python round trip per token (the fallback)."""
+        ids = [first]
+        tok, step, is_eog = first, self._step, self._is_eog
+        while len(ids) < max_new_tokens and not is_eog(tok):
+            if n_past + 1 >= self.n_ctx:
+                break
+            tok = step(tok, n_past)
+            n_past += 1
+            ids.append(tok)
+        return ids
+
+    def _decode_loop_native(self, first: int, n_past: int, max_new_tokens: int) -> list[int]:
+        """The same loop in C (runtimes/csrc/greedy_loop.c): one ctypes call per generation."""
+        max_new_tokens = max(1, max_new_tokens)  # as the Python loop: the prefill's token always counts
+        out = (ctypes.c_int32 * max_new_tokens)()
+        status = ctypes.c_int32(0)
+        decode, sample, is_eog = self._native_fns
+        n = self._native(decode, sample, is_eog, self.ctx, self.sampler, self.vocab, ctypes.addressof(self.batch),
+                         first, n_past, self.n_ctx, max_new_tokens, out, ctypes.byref(status))
+        if n < 0:
+            raise LlamaCppError(f"llama_decode failed ({status.value}) after {-n - 1} tokens: {_last_errors()}")
+        return list(out[:n])
 
     def _is_eog(self, tok: int) -> bool:
         """llama_vocab_is_eog, remembered per token id (one ctypes call per id, not per step)."""
@@ -271,15 +301,9 @@ class LlamaCppRuntime(Runtime):
         logits, n_past, tm = self._prefill(image, prompt)
         tok = int(np.argmax(logits))
         ttft = time.perf_counter() - t_start
-        ids = [tok]
+        loop = self._decode_loop_native if self._native else self._decode_loop_python
         t1 = time.perf_counter()
-        step, is_eog = self._step, self._is_eog
-        while len(ids) < max_new_tokens and not is_eog(tok):
-            if n_past + 1 >= self.n_ctx:
-                break
-            tok = step(tok, n_past)
-            n_past += 1
-            ids.append(tok)
+        ids = loop(tok, n_past, max_new_tokens)
         t_dec = time.perf_counter() - t1
         text = b"".join(self._piece(t) for t in ids if not self.L.llama_vocab_is_eog(self.vocab, t))
         timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,

@@ -29,3 +29,5 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   touch "$stamp"
 fi
 PYTHON=python bash scripts/build_llama_cpp.sh
+# the llama.cpp runtime's greedy decode loop in C (runtimes/native_loop.py; optional, cached per version)
+python -m runtimes.native_loop || echo "install: no C compiler; the llama.cpp runtime uses its Python decode loop"

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from train.config import StageConfig
-from train.data import StageData, collate, epoch_order
+from train.data import IGNORE_INDEX, StageData, collate, epoch_order
 
 
 @dataclass
@@ -235,6 +235,10 @@ class StageRunner:
         ids = self.order[step * g : (step + 1) * g]
         per_rank = g // self.dist.world_size
         mine = ids[self.dist.rank * per_rank : (self.dist.rank + 1) * per_rank]
+        # Sorted by length before the split, so long records (complex reasoning answers) pad only
+        # the micro-batch they share with each other; run() weights every micro-batch by its share
+        # of the step's label tokens, so the gradient is the step's token mean whatever the split.
+        mine = sorted(mine, key=lambda i: len(self.data.examples[i].input_ids))
         mb = self.stage.micro_batch_size
         batches = []
         for k in range(0, len(mine), mb):
@@ -257,7 +261,11 @@ class StageRunner:
                 break
             batches = self._micro_batches(self.step)
             loss_sum, n_tokens = 0.0, 0
+            # label tokens the model's shifted loss averages over, per micro-batch
+            n_labels = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+            total_labels = max(1, sum(n_labels))
             for k, batch in enumerate(batches):
+                share = n_labels[k] / total_labels
                 batch = {key: v.to(self.device) for key, v in batch.items()}
                 n_tokens += int(batch["attention_mask"].sum())
                 sync = k == len(batches) - 1
@@ -266,11 +274,11 @@ class StageRunner:
                     with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                         loss = forward(**batch).loss
                     if self.engine is not None:
-                        self.engine.backward(loss)
+                        self.engine.backward(loss * share * len(batches))  # DeepSpeed divides by its accumulation steps
                         self.engine.step()
                     else:
-                        (loss / len(batches)).backward()
-                loss_sum += loss.item() / len(batches)
+                        (loss * share).backward()
+                loss_sum += loss.item() * share
             if self.engine is None:
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()

@@ -5,7 +5,9 @@ Layout of ``root``::
     images/world_train_00000.png ...      rendered scenes
     ALLaVA-Caption-World.json             stage 1: detailed captions
     ALLaVA-Instruct-World.json            stage 2: complex reasoning questions with detailed answers
-    ALLaVA-VQA-World.json                 stage 2: multi-turn short-answer / multiple-choice questions
+    ALLaVA-VQA-World.json                 multi-turn short-answer / multiple-choice questions, one record per image
+    ALLaVA-VQA-<qtype>-World.json         the same questions one per record, a file per question type (stage 2
+                                          of the default: per-type sampling ratios, see train/configs/tiny.yaml)
     ALLaVA-Text-World.json                text-only instructions (both stages)
     ALLaVA-Heldout-World.json             held-out short-answer questions, one per record, with ``qtype``
     scenes.jsonl                          the scene behind every image (the offline teacher reads it)
@@ -26,6 +28,7 @@ from allava.fileio import atomic_path, write_json_atomic
 from allava.schema import Record, make_record, write_records
 from allava.world.language import (
     CAPTION_PROMPTS,
+    QUESTION_TYPES,
     as_multiple_choice,
     caption,
     complex_question,
@@ -54,12 +57,13 @@ class WorldSpec:
     multiple_choice_fraction: float = 0.1
     word_fraction: float = 0.35  # scenes with a written word (the OCR-style questions)
     # bump when the generated text changes, so an existing world folder is rebuilt, not reused
-    # (2: words in captions without quotes, tokenised as the answers are: " cat", not "cat")
-    version: int = 2
+    # (2: words in captions without quotes, tokenised as the answers are: " cat", not "cat";
+    #  3: single-turn questions in a file per type)
+    version: int = 3
 
 
-def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tuple[str, str]]:
-    """One short-answer question per type as (prompt, answer) turns, some as multiple choice.
+def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tuple[str, str, str]]:
+    """One short-answer question per type as (qtype, prompt, answer), some as multiple choice.
 
     As in LLaVA-1.5's VQA data, every question carries the answer-format instruction.
     """
@@ -67,11 +71,16 @@ def vqa_turns(scene: Scene, rng: random.Random, mc_fraction: float) -> list[tupl
     for qa in short_questions(scene, rng):
         mc = as_multiple_choice(qa, rng) if rng.random() < mc_fraction else None
         if mc is not None:
-            turns.append((multiple_choice_prompt(mc.question, mc.options), option_letter(mc)))
+            turns.append((qa.qtype, multiple_choice_prompt(mc.question, mc.options), option_letter(mc)))
         else:
-            turns.append((short_answer_prompt(qa.question), qa.answer))
+            turns.append((qa.qtype, short_answer_prompt(qa.question), qa.answer))
     rng.shuffle(turns)
     return turns
+
+
+def vqa_by_type_file(qtype: str) -> str:
+    """Path (relative to the world root) of the single-turn questions of one type."""
+    return f"ALLaVA-VQA-{qtype}-World.json"
 
 
 def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool = True) -> Path:
@@ -85,6 +94,7 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
     captions: list[Record] = []
     instructs: list[Record] = []
     vqas: list[Record] = []
+    by_type: dict[str, list[Record]] = {t: [] for t in QUESTION_TYPES}
     heldout: list[Record] = []
     scenes_jsonl: list[str] = []
     total = spec.train_scenes + spec.heldout_scenes
@@ -100,7 +110,10 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
             captions.append(make_record(f"{sid}_cap", [(rng.choice(CAPTION_PROMPTS), caption(scene, rng))], image))
             questions, chosen, answer = complex_question(scene, rng)
             instructs.append(make_record(f"{sid}_inst", [(questions[chosen], answer)], image))
-            vqas.append(make_record(f"{sid}_vqa", vqa_turns(scene, rng, spec.multiple_choice_fraction), image))
+            turns = vqa_turns(scene, rng, spec.multiple_choice_fraction)
+            vqas.append(make_record(f"{sid}_vqa", [(q, a) for _, q, a in turns], image))
+            for qtype, q, a in turns:
+                by_type[qtype].append(make_record(f"{sid}_{qtype}", [(q, a)], image))
         else:
             for k, qa in enumerate(short_questions(scene, rng)):
                 heldout.append(
@@ -112,11 +125,14 @@ def build_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bool 
     write_records(root / CAPTION_FILE, captions)
     write_records(root / INSTRUCT_FILE, instructs)
     write_records(root / VQA_FILE, vqas)
+    for qtype, records in by_type.items():
+        write_records(root / vqa_by_type_file(qtype), records)
     write_records(root / TEXT_FILE, texts)
     write_records(root / HELDOUT_FILE, heldout)
     with atomic_path(root / SCENES_FILE) as tmp:
         tmp.write_text("\n".join(scenes_jsonl) + "\n")
-    write_json_atomic(manifest, {"spec": spec.__dict__, "files": [CAPTION_FILE, INSTRUCT_FILE, VQA_FILE, TEXT_FILE, HELDOUT_FILE]})
+    files = [CAPTION_FILE, INSTRUCT_FILE, VQA_FILE, TEXT_FILE, HELDOUT_FILE, *map(vqa_by_type_file, QUESTION_TYPES)]
+    write_json_atomic(manifest, {"spec": spec.__dict__, "files": files})
     return root
 
 

@@ -1,7 +1,7 @@
 """Scenes of the built-in world: coloured shapes and written words on a 3x3 grid.
 
 A scene is pure data (seeded, deterministic); :func:`render` draws it. Objects sit in grid cells
-whose edges fall on patch boundaries of the tiny preset (96 px, patch 16: a cell is 2x2 patches),
+whose edges fall on patch boundaries of the tiny preset (96 px, patch 32: a cell is one patch),
 which keeps the vision problem learnable in minutes on a CPU while still asking for colour, shape,
 size, count, position, binding and OCR-style reading.
 """

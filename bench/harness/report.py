@@ -113,7 +113,8 @@ def markdown(results: dict[str, Any]) -> str:
     for v in results["variants"]:
         dec, std = _med(v, "decode_tok_s"), _med(v, "decode_tok_s", "std")
         ov = v.get("overhead") or {}
-        ov_note = f" (llama.cpp {ov['llama_decode_tok_s']:.1f} tok/s)" if ov else ""
+        ov_note = (f" (llama.cpp {ov['llama_decode_tok_s']:.1f} tok/s, {ov.get('decode_loop') or '?'} loop)"
+                   if ov else "")
         spread = f" ± {std:.1f}" if std is not None else ""
         lines.append(f"| {v['name']}{' (ref)' if v.get('reference') else ''} | {v['status']} | "
                      f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_f(v.get('load_s'), '.2f')} | "
@@ -125,7 +126,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {s['variant']} | skipped | {_f(s['size_bytes'] / 2**20)} | | | | | | | | |")
     lines += ["", "roofline = decode tok/s ÷ (measured bandwidth ÷ language-model bytes per token); above 1 means the "
               "weights sit in CPU caches. llama.cpp overhead = harness decode tok/s ÷ llama.cpp's own "
-              "llama_perf_context decode tok/s for the same generations (1.0 = no harness overhead).", ""]
+              "llama_perf_context decode tok/s for the same generations (1.0 = no harness overhead); the "
+              "native loop is runtimes/csrc/greedy_loop.c, the python loop its fallback.", ""]
     if names:
         lines += ["## Accuracy (score, Δ points vs reference)", "",
                   "| variant | " + " | ".join(names) + " | agree exact % | agree token-F1 % |",

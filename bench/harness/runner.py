@@ -175,6 +175,8 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
     entry["latency"] = latency.summarize(reps) if reps else {}
     entry["latency_repeats"] = reps
     entry["overhead"] = latency.overhead_ratio(reps)
+    if entry["overhead"] is not None:
+        entry["overhead"]["decode_loop"] = res.get("decode_loop")
     entry["prediction_errors"] = res.get("prediction_errors", 0)
     if rc == 0 and res.get("ok"):
         entry["status"] = "ok"

@@ -105,6 +105,7 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
         dump()
         return 2
     result["rss_after_load_mb"] = peak_rss_mb()
+    result["decode_loop"] = getattr(rt, "decode_loop", None)  # llama.cpp: "native" (C) or "python"
     lat = job["latency"]
     try:
         if lat["repeats"] > 0:

@@ -72,3 +72,21 @@ def test_stage0_name_targets_join_colour_and_shape():
     blue_diamond = list(COLOURS).index("blue") * len(SHAPES) + SHAPES.index("diamond")
     assert t["name"][0, 0] == blue_diamond  # patch 0 lies in cell 0
     assert t["name"][0, 35] == NAME_HEAD["name"] - 1  # bottom-right patch: empty cell
+
+
+def test_single_turn_files_per_type_hold_the_multi_turn_questions(world_root):
+    """vqa_by_type_file(t) holds type t's questions one per record: the same (image, question, answer)."""
+    from allava.world.build import vqa_by_type_file
+
+    multi, _ = load_records(world_root / "ALLaVA-VQA-World.json")
+    expected = {(r.image, r.conversations[i].value.replace("<image>\n", ""), r.conversations[i + 1].value)
+                for r in multi for i in range(0, len(r.conversations), 2)}
+    found = set()
+    for qtype in QUESTION_TYPES:
+        records, skipped = load_records(world_root / vqa_by_type_file(qtype))
+        assert not skipped and all(len(r.conversations) == 2 and r.image for r in records)
+        assert all(r.id.endswith(f"_{qtype}") for r in records)
+        found |= {(r.image, r.conversations[0].value.replace("<image>\n", ""), r.conversations[1].value) for r in records}
+    assert found == expected
+    manifest = json.loads((world_root / "world.json").read_text())
+    assert {vqa_by_type_file(t) for t in QUESTION_TYPES} <= set(manifest["files"])

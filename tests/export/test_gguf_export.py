@@ -69,7 +69,7 @@ def test_mmproj_keys_and_tensors(gguf_dir: Path):
     assert _field(r, "clip.has_vision_encoder") is True
     assert _field(r, "clip.use_gelu") is False
     assert list(_field(r, "clip.vision.feature_layer")) == [3]  # 4 blocks, HF vision_feature_layer -2
-    assert _field(r, "clip.vision.image_size") == 96 and _field(r, "clip.vision.patch_size") == 16
+    assert _field(r, "clip.vision.image_size") == 96 and _field(r, "clip.vision.patch_size") == 32
     names = {x.name for x in r.tensors}
     assert {"v.class_embd", "v.patch_embd.weight", "v.position_embd.weight", "v.pre_ln.weight",
             "mm.0.weight", "mm.0.bias", "mm.2.weight", "mm.2.bias"} <= names

@@ -124,3 +124,29 @@ def test_patch_marker_records_build_flags(tmp_path):
     assert main(["check", *site]) == 0  # no flags asked for: patches only
     (pkg / "lib" / "libmtmd.so").write_bytes(b"a stock reinstall")
     assert main(["check", *site, "--build=-DGGML_NATIVE=OFF"]) == 1
+
+
+@needs_llama
+def test_native_decode_loop_equals_python_loop(gguf_dir: Path, tmp_path: Path, monkeypatch):
+    """The C greedy loop makes the same llama.cpp calls as the Python one: identical tokens."""
+    from runtimes import native_loop
+    from runtimes.llamacpp_runtime import LlamaCppRuntime
+
+    monkeypatch.setenv("ALLAVA_CACHE_DIR", str(tmp_path / "cache"))
+    built = native_loop.build()
+    assert built.is_file() and built.parent == tmp_path / "cache" and native_loop.build() == built
+    assert not list(built.parent.glob("*.tmp"))  # compiled to a temporary name, then renamed
+    p = _prompt()
+    rt = LlamaCppRuntime().load(gguf_dir / "F32", threads=1)
+    try:
+        assert rt.decode_loop == "native"
+        logits, n_past, _ = rt._prefill(p.image, p.prompt)
+        first = int(np.argmax(logits))
+        native = rt._decode_loop_native(first, n_past, 24)
+        rt._prefill(p.image, p.prompt)
+        python = rt._decode_loop_python(first, n_past, 24)
+        assert native == python and len(native) > 1
+        assert rt._decode_loop_native(first, n_past, 1) == [first]  # max 1 token: only the prefill's
+        assert rt.generate(p.image, p.prompt, 24).token_ids == native
+    finally:
+        rt.close()
