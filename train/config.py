@@ -33,6 +33,9 @@ class StageConfig:
     epochs: float = 1.0
     global_batch_size: int = 32
     micro_batch_size: int = 32
+    # single process without DeepSpeed: pack each step's length-sorted records into micro-batches of
+    # at most this many padded tokens (and at most micro_batch_size rows); None = fixed-size splits
+    micro_batch_tokens: int | None = None
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_ratio: float = 0.03

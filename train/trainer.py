@@ -240,11 +240,16 @@ class StageRunner:
         # of the step's label tokens, so the gradient is the step's token mean whatever the split.
         mine = sorted(mine, key=lambda i: len(self.data.examples[i].input_ids))
         mb = self.stage.micro_batch_size
-        batches = []
-        for k in range(0, len(mine), mb):
-            examples = [self.data.examples[i] for i in mine[k : k + mb]]
-            batches.append(collate(examples, self.data.pixel_values, self.pad_id))
-        return batches
+        budget = self.stage.micro_batch_tokens if self.engine is None else None
+        groups: list[list[int]] = []
+        for i in mine:
+            # sorted ascending, so adding record i pads the group to len(i)
+            width = len(self.data.examples[i].input_ids)
+            if groups and len(groups[-1]) < mb and (budget is None or (len(groups[-1]) + 1) * width <= budget):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return [collate([self.data.examples[i] for i in g], self.data.pixel_values, self.pad_id) for g in groups]
 
     def run(self, stop_after: int | None = None) -> None:
         """Train to the end of the stage (or until ``stop_after`` steps, to simulate a crash)."""

@@ -86,22 +86,24 @@ def test_resume_matches_uninterrupted_run(tmp_path, world_root, trained):
 
 
 def test_micro_batch_split_does_not_change_the_step(tmp_path, world_root, trained):
-    """Global batch 8 as 1 x 8 or 4 x 2 (sorted by length, weighted by label tokens): same weights."""
+    """Global batch 8 as 1 x 8, 4 x 2 or packed into <= 300 padded tokens (sorted by length, weighted by
+    label tokens): same losses and weights."""
     finals, losses = [], []
-    for micro in (8, 2):
-        out = tmp_path / f"micro{micro}"
+    for micro, tokens in ((8, None), (2, None), (8, 300)):
+        out = tmp_path / f"micro{micro}-{tokens}"
         shutil.copytree(trained / "base", out / "base")  # same start, stage 0 skipped
         d = small_config_dict(out, world_root, steps=2)
         d["precision"] = "fp32"
         d["eval"]["limit"] = 1
         for st in d["stages"]:
-            st["micro_batch_size"] = micro
+            st["micro_batch_size"], st["micro_batch_tokens"] = micro, tokens
         run_training(_build(TrainConfig, d, "test"))
         finals.append(load_file(str(out / "model.safetensors")))
         losses.append([json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
                        if json.loads(x)["stage"] != "vision"])
-    assert len(losses[0]) == 4 and max(abs(a - b) for a, b in zip(*losses, strict=True)) <= 1e-5, losses
-    worst = max((finals[0][k] - finals[1][k]).abs().max().item() for k in finals[0])
+    assert len(losses[0]) == 4
+    assert all(max(abs(a - b) for a, b in zip(losses[0], other, strict=True)) <= 1e-5 for other in losses[1:]), losses
+    worst = max((finals[0][k] - f[k]).abs().max().item() for f in finals[1:] for k in finals[0])
     changed = max((finals[0][k] - load_file(str(trained / "base" / "model.safetensors"))[k]).abs().max().item()
                   for k in finals[0] if "language_model" in k)
     assert changed > 1e-3, "the steps did not move the weights"
