@@ -230,6 +230,14 @@ class StageRunner:
         self.metrics_path.write_text("".join(k + "\n" for k in keep))
 
     # -- training ----------------------------------------------------------------------------
+    def _all_sum(self, value: float) -> float:
+        """Sum of a scalar over ranks (the value itself in a single process)."""
+        if self.dist.world_size == 1 or not dist.is_initialized():
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return float(t.item())
+
     def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
         g = self.stage.global_batch_size
         ids = self.order[step * g : (step + 1) * g]
@@ -268,9 +276,11 @@ class StageRunner:
             loss_sum, n_tokens = 0.0, 0
             # label tokens the model's shifted loss averages over, per micro-batch
             n_labels = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
-            total_labels = max(1, sum(n_labels))
+            # over all ranks: DDP / DeepSpeed average gradients across ranks, so each rank's share
+            # carries a world_size factor and the step is the global token mean, as in one process
+            total_labels = max(1, self._all_sum(float(sum(n_labels))))
             for k, batch in enumerate(batches):
-                share = n_labels[k] / total_labels
+                share = n_labels[k] * self.dist.world_size / total_labels
                 batch = {key: v.to(self.device) for key, v in batch.items()}
                 n_tokens += int(batch["attention_mask"].sum())
                 sync = k == len(batches) - 1
@@ -284,6 +294,7 @@ class StageRunner:
                     else:
                         (loss * share).backward()
                 loss_sum += loss.item() * share
+            loss_sum = self._all_sum(loss_sum) / self.dist.world_size  # the logged loss is the global one
             if self.engine is None:
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0)
                 self.optimizer.step()

@@ -176,18 +176,27 @@ def test_unknown_config_key_is_an_error(tmp_path, world_root):
 @pytest.mark.slow
 def test_two_process_gloo_matches_single_process(tmp_path, world_root, trained):
     """torchrun with 2 CPU processes (gloo DDP) trains the same global batches as one process."""
+    # fp32 on both sides: the two splits pad differently (one process sorts the whole step by length,
+    # each rank its half), which in bf16 alone moves weights by ~5e-3 after Adam's first steps
+    single = tmp_path / "single"
+    shutil.copytree(trained / "base", single / "base")
+    d = small_config_dict(single, world_root)
+    d["precision"], d["threads"] = "fp32", 1
+    run_training(_build(TrainConfig, d, "test"))
     out = tmp_path / "ddp"
     shutil.copytree(trained / "base", out / "base")
     d = small_config_dict(out, world_root)
-    d["precision"] = "bf16"
-    d["threads"] = 1
+    d["precision"], d["threads"] = "fp32", 1
     cfg = _write_cfg(tmp_path / "ddp.yaml", d)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "train/run.py", "--config", str(cfg)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ref = load_file(str(trained / "model.safetensors"))
+    ref = load_file(str(single / "model.safetensors"))
     got = load_file(str(out / "model.safetensors"))
     worst = max((ref[k].float() - got[k].float()).abs().max().item() for k in ref)
-    # all-reduced mean of per-rank micro-batch losses == the single-process mean; bf16 noise only
-    assert worst < 5e-3, worst
+    # label-token shares all-reduced over ranks == the single-process token mean; float order only
+    # (a rank-mean instead of the token mean moves weights by ~lr = 1e-3)
+    assert worst < 3e-4, worst
+    curve = lambda p: [r["loss"] for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines()) if r["stage"] != "vision"]  # noqa: E731
+    assert max(abs(a - b) for a, b in zip(curve(single), curve(out), strict=True)) <= 1e-4  # logged: global loss
