@@ -305,7 +305,7 @@ class LlamaCppRuntime(Runtime):
         t1 = time.perf_counter()
         ids = loop(tok, n_past, max_new_tokens)
         t_dec = time.perf_counter() - t1
-        text = b"".join(self._piece(t) for t in ids if not self.L.llama_vocab_is_eog(self.vocab, t))
+        text = b"".join(self._piece(t) for t in ids if not self._is_eog(t))
         timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,
                           prefill_tok_s=tm["n_prompt"] / tm["lm_prefill_s"] if tm["lm_prefill_s"] else 0.0,
                           decode_tok_s=(len(ids) - 1) / t_dec if t_dec and len(ids) > 1 else 0.0,
