@@ -121,6 +121,19 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
         )
         log(f"stage 0 (vision pre-training) done in {time.time() - t0:.0f}s; patch accuracy: "
             + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()), info)
+        if cfg.vision_pretrain.projector_init == "heads":
+            from train.vision_pretrain import init_projector_from_heads
+
+            with torch.no_grad():
+                sample = pixels[torch.randperm(pixels.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:512]]
+                feats = model.model.vision_tower(pixel_values=sample, output_hidden_states=True).hidden_states[
+                    model.config.vision_feature_layer][:, 1:].flatten(0, 1)
+            used = init_projector_from_heads(model.model.multi_modal_projector, pretrain_vision_tower.last_heads, feats)
+            log(f"projector initialised from the stage-0 heads ({sum(used.values())} hidden units: "
+                + ", ".join(f"{k} {v}" for k, v in used.items()) + ")", info)
+        elif cfg.vision_pretrain.projector_init != "random":
+            raise ValueError(f"vision_pretrain.projector_init: expected 'random' or 'heads', got "
+                             f"{cfg.vision_pretrain.projector_init!r}")
     if info.is_main:
         tmp = out / f".tmp-{BASE_DIR}"
         shutil.rmtree(tmp, ignore_errors=True)

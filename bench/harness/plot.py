@@ -57,11 +57,13 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
         xs = [r[1] for r in rows]
         if min(xs) > 0 and max(xs) / min(xs) > 20:  # PyTorch vs llama.cpp rates differ by orders of magnitude
             ax.set_xscale("log")
+        ax.margins(x=0.15, y=0.2)  # room for the markers and their labels at the edges
     else:
         ax.text(0.5, 0.5, "no variant produced timings", ha="center", transform=ax.transAxes)
     ax.set_xlabel("decode tokens/s (median)")
     ax.set_ylabel(f"{bench} score" if bench else "size MiB (no accuracy run)")
-    ax.set_title(f"{results['device']['name']}: accuracy vs speed, marker area ~ size")
+    what = "accuracy" if bench else "size"
+    ax.set_title(f"{results['device']['name']}: {what} vs speed, marker area ~ size")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "plot.png"
