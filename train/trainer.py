@@ -131,7 +131,7 @@ class StageRunner:
             raise ValueError(f"stage {stage.name}: {len(self.order)} samples is less than one global batch of {g}")
         params = [p for p in model.parameters() if p.requires_grad]
         self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay, betas=(0.9, stage.adam_beta2))
         warmup = max(1, round(stage.warmup_ratio * self.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.total_steps, warmup, stage.lr, stage.min_lr)
