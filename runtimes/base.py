@@ -65,8 +65,12 @@ class Runtime(ABC):
 
     @abstractmethod
     def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
-                 greedy: bool = True) -> GenerationResult:
-        """Generate until end of sequence or max_new_tokens; greedy is the only mode parity uses."""
+                 greedy: bool = True, ignore_eos: bool = False) -> GenerationResult:
+        """Generate until end of sequence or max_new_tokens; greedy is the only mode parity uses.
+
+        ``ignore_eos`` generates exactly max_new_tokens (context permitting), as llama-bench does:
+        latency figures then cover the same number of decode steps whatever the model answers.
+        """
 
     @abstractmethod
     def score(self, image: Image.Image | None, prompt: str, continuation_ids: list[int]) -> np.ndarray:

@@ -183,10 +183,11 @@ class LlamaCppRuntime(Runtime):
             raise LlamaCppError(f"llama_decode failed ({rc}): {_last_errors()}")
         return self._sample(self.sampler, self.ctx, -1)
 
-    def _decode_loop_python(self, first: int, n_past: int, max_new_tokens: int) -> list[int]:
+    def _decode_loop_python(self, first: int, n_past: int, max_new_tokens: int, ignore_eos: bool = False) -> list[int]:
         """Greedy generation after the prefill, one Python round trip per token (the fallback)."""
         ids = [first]
-        tok, step, is_eog = first, self._step, self._is_eog
+        tok, step = first, self._step
+        is_eog = (lambda _t: False) if ignore_eos else self._is_eog
         while len(ids) < max_new_tokens and not is_eog(tok):
             if n_past + 1 >= self.n_ctx:
                 break
@@ -195,12 +196,14 @@ class LlamaCppRuntime(Runtime):
             ids.append(tok)
         return ids
 
-    def _decode_loop_native(self, first: int, n_past: int, max_new_tokens: int) -> list[int]:
+    def _decode_loop_native(self, first: int, n_past: int, max_new_tokens: int, ignore_eos: bool = False) -> list[int]:
         """The same loop in C (runtimes/csrc/greedy_loop.c): one ctypes call per generation."""
         max_new_tokens = max(1, max_new_tokens)  # as the Python loop: the prefill's token always counts
         out = (ctypes.c_int32 * max_new_tokens)()
         status = ctypes.c_int32(0)
         decode, sample, is_eog = self._native_fns
+        if ignore_eos:
+            is_eog = self._native.never_eog
         n = self._native(decode, sample, is_eog, self.ctx, self.sampler, self.vocab, ctypes.addressof(self.batch),
                          first, n_past, self.n_ctx, max_new_tokens, out, ctypes.byref(status))
         if n < 0:
@@ -294,7 +297,7 @@ class LlamaCppRuntime(Runtime):
 
     # -- Runtime interface --------------------------------------------------------------------
     def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
-                 greedy: bool = True) -> GenerationResult:
+                 greedy: bool = True, ignore_eos: bool = False) -> GenerationResult:
         if not greedy:
             raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
         t_start = time.perf_counter()
@@ -303,7 +306,7 @@ class LlamaCppRuntime(Runtime):
         ttft = time.perf_counter() - t_start
         loop = self._decode_loop_native if self._native else self._decode_loop_python
         t1 = time.perf_counter()
-        ids = loop(tok, n_past, max_new_tokens)
+        ids = loop(tok, n_past, max_new_tokens, ignore_eos)
         t_dec = time.perf_counter() - t1
         text = b"".join(self._piece(t) for t in ids if not self._is_eog(t))
         timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,

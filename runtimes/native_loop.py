@@ -78,6 +78,7 @@ def load() -> ctypes._CFuncPtr | None:
     fn.argtypes = [p, p, p, p, p, p, p, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32,
                    ctypes.POINTER(ctypes.c_int32), ctypes.POINTER(ctypes.c_int32)]
     fn.restype = ctypes.c_int32
+    fn.never_eog = function_address(lib.allava_never_eog)  # is_eog for fixed-length (ignore_eos) runs
     return fn
 
 

@@ -76,7 +76,7 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
-                 greedy: bool = True) -> GenerationResult:
+                 greedy: bool = True, ignore_eos: bool = False) -> GenerationResult:
         if not greedy:
             raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
         t_start = time.perf_counter()
@@ -91,7 +91,7 @@ class TorchRuntime(Runtime):
         ttft = time.perf_counter() - t_start
         ids = [tok]
         t1 = time.perf_counter()
-        while len(ids) < max_new_tokens and tok != self.eos_id:
+        while len(ids) < max_new_tokens and (ignore_eos or tok != self.eos_id):
             out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
             past = _cache_of(out)
             tok = int(out.logits[0, -1].argmax())

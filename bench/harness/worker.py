@@ -111,11 +111,11 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
         if lat["repeats"] > 0:
             image = _image(lat["image"], lat["image_size"])
             for _ in range(lat["warmup"]):
-                rt.generate(image, lat["prompt"], lat["max_new_tokens"])
+                rt.generate(image, lat["prompt"], lat["max_new_tokens"], ignore_eos=True)
             reps = []
             for _ in range(lat["repeats"]):
                 _perf_reset(rt)
-                g = rt.generate(image, lat["prompt"], lat["max_new_tokens"])
+                g = rt.generate(image, lat["prompt"], lat["max_new_tokens"], ignore_eos=True)
                 reps.append({**g.timings.as_dict(), "peak_rss_mb": peak_rss_mb(), "perf": _perf(rt)})
             result["latency"] = reps
     except Exception as exc:  # noqa: BLE001

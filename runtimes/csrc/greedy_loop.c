@@ -67,3 +67,11 @@ int32_t allava_greedy_loop(decode_fn decode, sample_fn sample, is_eog_fn is_eog,
     }
     return n;
 }
+
+/* An is_eog stand-in that never stops: fixed-length generations for latency measurement, as
+ * llama-bench times a set number of tokens whatever the model would have ended with. */
+bool allava_never_eog(const void *vocab, llama_token token) {
+    (void) vocab;
+    (void) token;
+    return false;
+}

@@ -148,5 +148,25 @@ def test_native_decode_loop_equals_python_loop(gguf_dir: Path, tmp_path: Path, m
         assert native == python and len(native) > 1
         assert rt._decode_loop_native(first, n_past, 1) == [first]  # max 1 token: only the prefill's
         assert rt.generate(p.image, p.prompt, 24).token_ids == native
+        # ignore_eos (latency runs): exactly N tokens from both loops, the normal answer as prefix
+        rt._prefill(p.image, p.prompt)
+        fixed = rt._decode_loop_native(first, n_past, 40, ignore_eos=True)
+        rt._prefill(p.image, p.prompt)
+        assert rt._decode_loop_python(first, n_past, 40, ignore_eos=True) == fixed
+        normal = rt.generate(p.image, p.prompt, 40).token_ids
+        assert len(fixed) == 40 and fixed[:len(normal)] == normal
+        g = rt.generate(p.image, p.prompt, 40, ignore_eos=True)
+        assert g.token_ids == fixed and g.timings.n_generated == 40
     finally:
         rt.close()
+
+
+def test_torch_runtime_ignore_eos_generates_exactly_n(tiny_ckpt: Path):
+    from runtimes.torch_runtime import TorchRuntime
+
+    p = _prompt()
+    rt = TorchRuntime().load(tiny_ckpt, threads=1)
+    normal = rt.generate(p.image, p.prompt, 20).token_ids
+    fixed = rt.generate(p.image, p.prompt, 20, ignore_eos=True)
+    assert len(fixed.token_ids) == 20 and fixed.token_ids[:len(normal)] == normal
+    assert fixed.timings.n_generated == 20
