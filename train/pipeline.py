@@ -114,7 +114,7 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
             targets = embedding_targets(words, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], embeddings)
             projector, targets = model.model.multi_modal_projector, targets.to(device)
         t0 = time.time()
-        acc = pretrain_vision_tower(
+        acc, heads = pretrain_vision_tower(
             model.model.vision_tower, pixels, scenes, model.config.vision_feature_layer, cfg.vision_pretrain,
             log_path=out / "metrics.jsonl" if info.is_main else None, progress=info.is_main,
             projector=projector, embed_targets=targets,
@@ -128,12 +128,9 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
                 sample = pixels[torch.randperm(pixels.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:512]]
                 feats = model.model.vision_tower(pixel_values=sample, output_hidden_states=True).hidden_states[
                     model.config.vision_feature_layer][:, 1:].flatten(0, 1)
-            used = init_projector_from_heads(model.model.multi_modal_projector, pretrain_vision_tower.last_heads, feats)
+            used = init_projector_from_heads(model.model.multi_modal_projector, heads, feats)
             log(f"projector initialised from the stage-0 heads ({sum(used.values())} hidden units: "
                 + ", ".join(f"{k} {v}" for k, v in used.items()) + ")", info)
-        elif cfg.vision_pretrain.projector_init != "random":
-            raise ValueError(f"vision_pretrain.projector_init: expected 'random' or 'heads', got "
-                             f"{cfg.vision_pretrain.projector_init!r}")
     if info.is_main:
         tmp = out / f".tmp-{BASE_DIR}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -50,6 +50,10 @@ class VisionPretrainConfig:
     # variance (see init_projector_from_heads); "random": transformers' default initialisation
     projector_init: str = "random"
 
+    def __post_init__(self) -> None:  # a typo fails at config load, not after stage 0
+        if self.projector_init not in ("random", "heads"):
+            raise ValueError(f"vision_pretrain.projector_init: expected 'random' or 'heads', got {self.projector_init!r}")
+
 
 def fresh_scenes(cfg: VisionPretrainConfig, image_size: int) -> tuple[list[dict], list]:
     """Scenes (as scene dicts) and their rendered images for stage 0, drawn from a seed of their own."""
@@ -128,12 +132,12 @@ def pretrain_vision_tower(
     progress: bool = True,
     projector: nn.Module | None = None,
     embed_targets: torch.Tensor | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], nn.ModuleDict]:
     """Train ``tower`` in place so its ``feature_layer`` patch features encode the scene layout.
 
     With ``projector`` and ``embed_targets`` (n_images * n_patches, lm_hidden) the projector is
-    trained in place too, onto those targets. Returns final per-head patch accuracies; the trained
-    heads are left in ``pretrain_vision_tower.last_heads`` for :func:`init_projector_from_heads`.
+    trained in place too, onto those targets. Returns final per-head patch accuracies and the trained
+    heads (for :func:`init_projector_from_heads`).
     """
     vcfg = tower.config
     targets = patch_targets(scenes, vcfg.image_size, vcfg.patch_size)
@@ -187,8 +191,7 @@ def pretrain_vision_tower(
         log.close()
     opt.zero_grad(set_to_none=True)  # no stale gradients may reach the LLaVA stages' clipping
     tower.eval()
-    pretrain_vision_tower.last_heads = heads  # type: ignore[attr-defined]
-    return acc
+    return acc, heads
 
 
 @torch.no_grad()
