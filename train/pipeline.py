@@ -83,6 +83,7 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
     total, _ = count_parameters(model)
     log(f"model: preset {preset.name}, {total / 1e6:,.1f}M parameters", info)
     model.to(device)
+    _set_attention(model, cfg)
     if cfg.vision_pretrain is not None:
         from train.data import load_image, preprocess_images
         from train.vision_pretrain import fresh_scenes
@@ -163,6 +164,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
     if info.world_size > 1:
         torch.distributed.barrier()
     model, processor = build_base(cfg, data_root, device, info)
+    _set_attention(model, cfg)
     freeze_vision_tower(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -224,6 +226,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return results
+
+
+def _set_attention(model, cfg: TrainConfig) -> None:
+    if cfg.attn_implementation:
+        model.set_attn_implementation(cfg.attn_implementation)
 
 
 def _load_trainable(model: torch.nn.Module, path: Path) -> None:

@@ -112,6 +112,35 @@ def test_micro_batch_split_does_not_change_the_step(tmp_path, world_root, traine
     assert worst <= 3e-4, f"micro-batch split changed the weights by {worst}"
 
 
+def test_label_token_loss_matches_the_models_loss(trained):
+    """Logits only where a label follows: the same loss and gradients as ``model(**batch).loss``."""
+    from transformers import LlavaForConditionalGeneration
+
+    from train.data import IGNORE_INDEX
+    from train.trainer import label_token_loss
+
+    model = LlavaForConditionalGeneration.from_pretrained(trained).float()
+    torch.manual_seed(0)
+    ids = torch.randint(5, 100, (3, 20))
+    ids[:, 2 : 2 + model.config.image_seq_length] = model.config.image_token_id
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 15:18], labels[1, 19], labels[2, 12:20] = ids[0, 15:18], ids[1, 19], ids[2, 12:20]
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    size = model.config.vision_config.image_size
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": torch.randn(3, 3, size, size)}
+    grads = []
+    for fn in (lambda: model(**batch).loss, lambda: label_token_loss(model, batch)):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (ref, ref_g), (got, got_g) = grads
+    assert abs(ref - got) <= 1e-5 * max(1.0, abs(ref)), (ref, got)
+    assert len(ref_g) == len(got_g) > 0
+    assert max((a - b).abs().max().item() for a, b in zip(ref_g, got_g, strict=True)) <= 1e-5
+
+
 def _run_cli(args: list[str], cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train/run.py", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
