@@ -72,8 +72,8 @@ class TrainConfig:
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (ZeRO-1 in the 3B recipe)
     gradient_checkpointing: bool = False
     # attention kernel for training (stage 0 too): None = transformers' default (sdpa). Not saved
-    # with the model. "eager" trains the tiny default 1.6x faster: at ~40-token sequences on CPU the
-    # sdpa flash kernel's backward was a quarter of a step
+    # with the model. "eager" made a tiny-default step 1.3-1.6x faster (two profiles): at ~40-token
+    # sequences on CPU the sdpa flash kernel's backward was a quarter of a step
     attn_implementation: str | None = None
     vision_pretrain: VisionPretrainConfig | None = None
     stages: list[StageConfig] = field(default_factory=list)

@@ -320,7 +320,8 @@ def label_token_loss(forward, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's causal-LM loss (mean over label tokens), with logits only where a label follows.
 
     Why: in the default's stage 2 a record is ~40 tokens of which 1-3 are answer tokens, and the
-    vocabulary projection plus its log-softmax over every position was ~15% of a step. The value
+    vocabulary projection plus its log-softmax over every position was ~11% of a step (measured
+    saving: 5% of a step, with eager attention and the fused GELU already in). The value
     and gradient are those of ``model(**batch).loss`` (``tests/train/test_training.py``).
     """
     labels = batch["labels"]
