@@ -31,7 +31,7 @@ def small_config_dict(output_dir: Path, data_root: Path, steps: int = 4) -> dict
         "world": False,
         "data_root": str(data_root),
         "seed": 0,
-        "precision": "bf16",
+        "precision": "auto",
         "threads": 2,
         "save_every": 2,
         "vision_pretrain": {"steps": 4, "batch_size": 8},

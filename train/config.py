@@ -64,7 +64,9 @@ class TrainConfig:
     world_scenes: int | None = None  # override WorldSpec.train_scenes
     data_root: str = "outputs/world"
     seed: int = 0
-    precision: str = "bf16"  # bf16 | fp16 | fp32 (autocast dtype; master weights stay fp32)
+    # auto | bf16 | fp16 | fp32 (autocast dtype; master weights stay fp32). auto: bf16 on CUDA and on
+    # CPUs with AMX / AVX512-BF16, fp32 on other CPUs (emulated bf16 is ~30x slower there)
+    precision: str = "auto"
     threads: int | None = None
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -75,6 +77,9 @@ class TrainConfig:
     # with the model. "eager" made a tiny-default step 1.3-1.6x faster (two profiles): at ~40-token
     # sequences on CPU the sdpa flash kernel's backward was a quarter of a step
     attn_implementation: str | None = None
+    # run the frozen vision tower once per image and stage instead of every step (train/features.py);
+    # single process only (DDP / DeepSpeed runs take pixels). Memory: n_images x tokens x width floats
+    cache_vision_features: bool = False
     vision_pretrain: VisionPretrainConfig | None = None
     stages: list[StageConfig] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=EvalConfig)

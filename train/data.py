@@ -46,6 +46,9 @@ class StageData:
     pixel_values: torch.Tensor | None
     stats: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    # the frozen tower's features per image (train/features.py); when set, batches carry these
+    # instead of pixels
+    image_features: torch.Tensor | None = None
 
 
 def encode_record(
@@ -142,8 +145,14 @@ def preprocess_images(images: list[Image.Image], image_processor, progress: bool
     return torch.cat(chunks)
 
 
-def collate(examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a micro batch; text-only examples simply contribute no pixel rows."""
+def collate(
+    examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_id: int, image_key: str = "pixel_values"
+) -> dict[str, torch.Tensor]:
+    """Right-pad a micro batch; text-only examples simply contribute no image rows.
+
+    ``pixel_values`` holds one row per image: pixels, or cached features with ``image_key``
+    ``"image_features"``.
+    """
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
@@ -157,7 +166,7 @@ def collate(examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_
     image_rows = [e.image for e in examples if e.image is not None]
     if image_rows:
         assert pixel_values is not None
-        batch["pixel_values"] = pixel_values[image_rows]
+        batch[image_key] = pixel_values[image_rows]
     return batch
 
 

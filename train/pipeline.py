@@ -23,8 +23,9 @@ from allava.schema import IMAGE_MARKER, DataError
 from allava.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from train.config import TrainConfig, to_dict
 from train.data import Source, build_stage_data
+from train.features import vision_features
 from train.plots import plot_loss
-from train.trainer import DistInfo, StageRunner, setup_distributed
+from train.trainer import DistInfo, StageRunner, autocast_dtype, resolve_precision, setup_distributed
 from train.vision_pretrain import pretrain_vision_tower
 
 BASE_DIR = "base"  # the untrained-LM starting point: tokenizer, processor, (pre-trained) vision tower
@@ -118,7 +119,7 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
         acc, heads = pretrain_vision_tower(
             model.model.vision_tower, pixels, scenes, model.config.vision_feature_layer, cfg.vision_pretrain,
             log_path=out / "metrics.jsonl" if info.is_main else None, progress=info.is_main,
-            projector=projector, embed_targets=targets,
+            projector=projector, embed_targets=targets, amp_dtype=autocast_dtype(cfg.precision, device),
         )
         log(f"stage 0 (vision pre-training) done in {time.time() - t0:.0f}s; patch accuracy: "
             + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()), info)
@@ -163,6 +164,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
     data_root = prepare_world(cfg) if info.is_main else Path(cfg.data_root)
     if info.world_size > 1:
         torch.distributed.barrier()
+    log(f"precision: {resolve_precision(cfg.precision, device)} (config: {cfg.precision}), "
+        f"{torch.get_num_threads()} CPU threads" if device.type == "cpu" else f"precision: {resolve_precision(cfg.precision, device)}", info)
     model, processor = build_base(cfg, data_root, device, info)
     _set_attention(model, cfg)
     freeze_vision_tower(model)
@@ -187,6 +190,14 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
             sources, tokenizer, processor.image_processor, image_token_id, n_image_tokens, stage.max_length,
             seed=cfg.seed + k, skip_bad=cfg.skip_bad, progress=info.is_main,
         )
+        if cfg.cache_vision_features and data.pixel_values is not None:
+            if info.world_size > 1 or cfg.deepspeed:
+                log("cache_vision_features: off for DDP / DeepSpeed runs (they take pixels)", info)
+            else:
+                data.image_features = vision_features(
+                    model, data.pixel_values, autocast_dtype(cfg.precision, device), progress=info.is_main
+                )
+                data.pixel_values = None
         log(f"stage {stage.name}: {data.stats}", info)
         for msg in data.skipped[:5]:
             log(f"  skipped: {msg}", info)

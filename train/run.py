@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of stopping")
     ap.add_argument("--no-world", action="store_true", help="do not build the built-in world; use --data-root as is")
     ap.add_argument("--deepspeed", help="DeepSpeed JSON config (e.g. train/configs/zero1.json); launch with torchrun")
-    ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], help="autocast precision (default from config)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                    help="autocast precision (default from config; auto: bf16 where the hardware has it, else fp32 on CPU)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--max-steps", type=int, help="cap every stage at this many optimizer steps (smoke runs)")

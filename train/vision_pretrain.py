@@ -131,6 +131,7 @@ def pretrain_vision_tower(
     log_path: Path | None = None,
     progress: bool = True,
     projector: nn.Module | None = None,
+    amp_dtype: torch.dtype | None = torch.bfloat16,
     embed_targets: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], nn.ModuleDict]:
     """Train ``tower`` in place so its ``feature_layer`` patch features encode the scene layout.
@@ -167,7 +168,7 @@ def pretrain_vision_tower(
     log = log_path.open("a") if log_path else None
     for step in bar:
         idx = torch.randint(0, pixel_values.shape[0], (cfg.batch_size,), generator=gen)
-        with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16):
+        with torch.autocast(pixel_values.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             hidden = tower(pixel_values=pixel_values[idx], output_hidden_states=True).hidden_states[feature_layer]
             feats = hidden[:, 1:]  # drop CLS, as LLaVA's 'default' feature strategy does
             losses = {k: nn.functional.cross_entropy(h(feats).flatten(0, 1).float(), targets[k][idx].flatten()) for k, h in heads.items()}

@@ -141,6 +141,48 @@ def test_label_token_loss_matches_the_models_loss(trained):
     assert max((a - b).abs().max().item() for a, b in zip(ref_g, got_g, strict=True)) <= 1e-5
 
 
+def test_cached_vision_features_give_the_pixel_paths_loss_and_gradients(trained):
+    """The frozen tower run once (train/features.py): same loss and trainable gradients per step."""
+    from transformers import LlavaForConditionalGeneration
+
+    from train.data import IGNORE_INDEX
+    from train.features import embed_with_features, vision_features
+    from train.trainer import label_token_loss
+
+    model = LlavaForConditionalGeneration.from_pretrained(trained).float()
+    for p in model.model.vision_tower.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    n_img = model.config.image_seq_length
+    ids = torch.randint(5, 100, (2, 12 + n_img))
+    ids[:, 1 : 1 + n_img] = model.config.image_token_id
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, -4:] = ids[:, -4:]
+    size = model.config.vision_config.image_size
+    pixels = torch.rand(2, 3, size, size)
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
+    features = vision_features(model, pixels, None, progress=False)
+    assert features.shape == (2, n_img, model.config.vision_config.hidden_size)
+    cached = {k: v for k, v in batch.items() if k != "input_ids"}
+    cached["inputs_embeds"] = None
+    results = []
+    for use_cache in (False, True):
+        model.zero_grad()
+        if use_cache:
+            cached["inputs_embeds"] = embed_with_features(model, ids, features)
+            loss = label_token_loss(model, cached)
+        else:
+            loss = label_token_loss(model, {**batch, "pixel_values": pixels})
+        loss.backward()
+        results.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (ref, ref_g), (got, got_g) = results
+    assert abs(ref - got) <= 1e-5 * max(1.0, abs(ref)), (ref, got)
+    assert set(ref_g) == set(got_g) and any("multi_modal_projector" in n for n in got_g)
+    assert max((ref_g[n] - got_g[n]).abs().max().item() for n in ref_g) <= 1e-5
+    with pytest.raises(ValueError, match="image tokens"):
+        embed_with_features(model, ids[:, n_img:], features)
+
+
 def _run_cli(args: list[str], cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train/run.py", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
