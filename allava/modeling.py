@@ -168,3 +168,80 @@ def freeze_vision_tower(model: LlavaForConditionalGeneration) -> None:
     """ALLaVA's recipe: the vision tower is frozen in both stages; LM and projector train."""
     for p in model.model.vision_tower.parameters():
         p.requires_grad_(False)
+
+
+# -- the one image-feature path -------------------------------------------------------------------
+# Training, the PyTorch runtime and the exporters all go through transformers' own
+# ``get_image_features`` (feature layer, CLS drop and projector as the config says) and hand the
+# result back to the model's forward (``mm_encoder_outputs``), which splices it into the image-token
+# positions itself. Nothing here re-implements either step.
+
+
+def image_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected image features [n_images, n_image_tokens, lm_hidden], exactly as the forward computes them."""
+    feats = model.get_image_features(pixel_values=pixel_values).pooler_output
+    return torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats
+
+
+def projector_inputs(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
+    """What ``get_image_features`` feeds the projector: the frozen tower's selected features.
+
+    Training caches these once per stage (the tower is frozen; the projector is not). They are
+    taken from inside ``get_image_features`` with a forward pre-hook on the projector, so the
+    layer choice and CLS drop stay transformers' own."""
+    captured: list[torch.Tensor] = []
+    hook = model.model.multi_modal_projector.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        model.get_image_features(pixel_values=pixel_values)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+def image_encoder_outputs(features: torch.Tensor) -> dict[str, Any]:
+    """Projected features in the form ``LlavaForConditionalGeneration.forward(mm_encoder_outputs=...)`` takes."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return {"image": BaseModelOutputWithPooling(pooler_output=list(features))}  # one tensor per image
+
+
+# -- random-weight checkpoints --------------------------------------------------------------------
+
+RANDOM_TOKENIZER_CORPUS = [
+    "USER: What colour is the circle?\nASSISTANT: The circle is red.",
+    "a small blue square is left of a large green triangle on a grey background",
+    "How many shapes are there? Answer the question using a single word or phrase.",
+    "the yellow circle is above the purple square and below the orange triangle",
+    "Describe the image. There are three shapes: a white circle, a black square and a red triangle.",
+]
+
+
+def save_random_checkpoint(out: str | Path, preset: str = "tiny", seed: int = 0, vocab_size: int = 1024,
+                           dtype: torch.dtype = torch.float32) -> Path:
+    """A seeded random-weight HF folder of a preset (model, processor, tokenizer), written atomically.
+
+    Why: export, quantize, parity and latency are about moving weights faithfully and fast, not about
+    what the weights say, so a random model of the right shape exercises them with no download. A
+    full-size preset is initialised directly in ``dtype`` (bf16: 6 GB instead of 12 GB for ALLaVA-3B)."""
+    import shutil
+
+    from allava.tokenizer import train_bpe_tokenizer
+
+    out = Path(out)
+    tok = train_bpe_tokenizer(RANDOM_TOKENIZER_CORPUS * 40, vocab_size)
+    p = load_preset(preset)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = build_model(p, tok, random_init=True, seed=seed, dtype=dtype)
+    finally:
+        torch.set_default_dtype(old)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, max_shard_size="2GB")
+    build_processor(p, tok).save_pretrained(tmp)
+    del model
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

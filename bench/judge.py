@@ -6,13 +6,15 @@ the full request (system + prompt + sampling settings), so reruns never re-ask; 
 bounded number of times with exponential backoff that honours ``Retry-After`` (LLaVA's review
 scripts retry forever -- we do not); (3) recorded, prompt and reply, in a JSONL log so a report can
 be audited. The API key comes from the environment (``ALLAVA_JUDGE_API_KEY``, else
-``OPENAI_API_KEY``) and is never logged.
+``OPENAI_API_KEY``) and is never logged. Retries, error sorting and key handling are the shared
+client's (:mod:`allava.openai_client`), the same as synth's, so both stages fail alike.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import json
 import os
 import sqlite3
@@ -22,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from allava.openai_client import ClientError, OpenAIClient, RetryPolicy
+from bench.benchmarks.base import JudgeLike
+
 KEY_ENV_VARS = ("ALLAVA_JUDGE_API_KEY", "OPENAI_API_KEY")
+# ask()'s keywords are declared once, on the protocol adapters program against; binding to it keeps
+# this client and the adapters from drifting apart.
+_ASK_SIGNATURE = inspect.signature(JudgeLike.ask)
 DEFAULT_CACHE_DIR = Path(os.environ.get("ALLAVA_JUDGE_CACHE", Path.home() / ".cache" / "allava" / "judge"))
 
 
@@ -36,6 +44,10 @@ class JudgeStats:
     cache_hits: int = 0
     retries: int = 0
     failures: int = 0
+
+    def count_retry(self, kind: str) -> None:
+        """The shared client's retry callback: the judge counts retries of every kind together."""
+        self.retries += 1
 
 
 class JudgeCache:
@@ -64,14 +76,6 @@ class JudgeCache:
             self._db.close()
 
 
-def api_key_from_env() -> str | None:
-    for name in KEY_ENV_VARS:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
 def _image_data_url(image: Path | bytes) -> tuple[str, str]:
     """(data URL, sha256) for a judge that sees the image (MLLM-Bench uses GPT-4V)."""
     data = image if isinstance(image, bytes) else Path(image).read_bytes()
@@ -98,22 +102,17 @@ class JudgeClient:
     ) -> None:
         self.model = model
         self.base_url = base_url
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.stats = JudgeStats()
         self.cache = JudgeCache(Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR)
         self.log_path = Path(log_path) if log_path else None
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_lock = threading.Lock()
-        if client is None:
-            import openai
-
-            # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on a non-empty one.
-            key = api_key or api_key_from_env() or "EMPTY"
-            client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout_s)
-        self._client = client
+        # A server's Retry-After is capped like our own backoff: a judge must not stall a report.
+        policy = RetryPolicy(max_attempts=max_retries + 1, base=backoff_s, cap=max_backoff_s,
+                             max_retry_after=max_backoff_s)
+        self._client = OpenAIClient(base_url, model, api_key=api_key, key_env=KEY_ENV_VARS, timeout=timeout_s,
+                                    policy=policy, on_retry=self.stats.count_retry, sdk=client)
 
     def describe(self) -> str:
         """What a report prints to name the judge (model and endpoint, never the key)."""
@@ -124,18 +123,16 @@ class JudgeClient:
         blob = json.dumps({"model": model, **request}, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def ask(
-        self,
-        prompt: str,
-        *,
-        system: str | None = None,
-        temperature: float = 0.0,
-        max_tokens: int | None = None,
-        stop: list[str] | None = None,
-        image: Path | bytes | None = None,
-        tag: str = "",
-    ) -> str:
-        """One chat turn. Raises :class:`JudgeError` when the bounded retries are exhausted."""
+    def ask(self, prompt: str, **options: Any) -> str:
+        """One chat turn; ``options`` are :meth:`JudgeLike.ask`'s keywords (a wrong name is a TypeError).
+
+        Raises :class:`JudgeError` when the bounded retries are exhausted or the server refuses.
+        """
+        bound = _ASK_SIGNATURE.bind(self, prompt, **options)
+        bound.apply_defaults()
+        opts = bound.arguments
+        system, temperature, max_tokens, stop, image, tag = (
+            opts["system"], opts["temperature"], opts["max_tokens"], opts["stop"], opts["image"], opts["tag"])
         image_url, image_hash = _image_data_url(image) if image is not None else (None, None)
         request = {"system": system, "prompt": prompt, "temperature": temperature, "max_tokens": max_tokens,
                    "stop": stop, "image_sha256": image_hash}
@@ -153,49 +150,29 @@ class JudgeClient:
         else:
             content = prompt
         messages.append({"role": "user", "content": content})
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature}
+        sampling: dict[str, Any] = {"temperature": temperature}
         if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
+            sampling["max_tokens"] = max_tokens
         if stop:
-            kwargs["stop"] = stop
-        reply, attempts = self._call_with_retries(kwargs, tag, key, request)
+            sampling["stop"] = stop
+        reply, attempts = self._call(messages, sampling, tag, key, request)
         self.cache.put(key, self.model, reply)
         self._log(tag, key, request, reply, cached=False, attempts=attempts)
         return reply
 
-    def _call_with_retries(self, kwargs: dict[str, Any], tag: str, key: str, request: dict[str, Any]) -> tuple[str, int]:
-        import openai
-
-        last: Exception | None = None
-        for attempt in range(1, self.max_retries + 2):
-            self.stats.calls += 1
-            try:
-                response = self._client.chat.completions.create(**kwargs)
-                return (response.choices[0].message.content or ""), attempt
-            except (openai.RateLimitError, openai.APIConnectionError, openai.InternalServerError) as exc:
-                last = exc
-                if attempt > self.max_retries:
-                    break
-                self.stats.retries += 1
-                time.sleep(self._delay(exc, attempt))
-            except openai.APIStatusError as exc:  # 4xx other than 429: retrying will not help
-                last = exc
-                break
-        self.stats.failures += 1
-        msg = f"judge {self.describe()} failed after {attempt} attempt(s): {type(last).__name__}: {last}"
-        self._log(tag, key, request, None, cached=False, attempts=attempt, error=msg)
-        raise JudgeError(msg)
-
-    def _delay(self, exc: Exception, attempt: int) -> float:
-        retry_after = None
-        response = getattr(exc, "response", None)
-        if response is not None:
-            try:
-                retry_after = float(response.headers.get("retry-after"))
-            except (TypeError, ValueError):
-                retry_after = None
-        delay = retry_after if retry_after is not None else self.backoff_s * 2 ** (attempt - 1)
-        return min(max(delay, 0.0), self.max_backoff_s)
+    def _call(self, messages: list[dict[str, Any]], sampling: dict[str, Any], tag: str, key: str,
+              request: dict[str, Any]) -> tuple[str, int]:
+        """(reply, attempts) from the shared client; any way it gives up becomes one logged :class:`JudgeError`."""
+        try:
+            response, attempts = self._client.complete(messages, label=tag or key[:12], **sampling)
+        except ClientError as exc:
+            self.stats.calls += exc.attempts
+            self.stats.failures += 1
+            msg = f"judge {self.describe()} failed after {exc.attempts} attempt(s): {type(exc).__name__}: {exc}"
+            self._log(tag, key, request, None, cached=False, attempts=exc.attempts, error=msg)
+            raise JudgeError(msg) from exc
+        self.stats.calls += attempts
+        return (response.choices[0].message.content or ""), attempts
 
     def _log(self, tag: str, key: str, request: dict[str, Any], reply: str | None, *, cached: bool, attempts: int,
              error: str | None = None) -> None:
@@ -207,6 +184,7 @@ class JudgeClient:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
+        self._client.close()
         self.cache.close()
 
 

@@ -22,13 +22,9 @@ train/run.py), stratified by question type to 96 items so the mobile run stays w
 cores. Exit codes: 0 ok, 2 bad input (unknown device/benchmark), 3 --max-drop exceeded.
 """
 
-import pathlib
+import argparse
 import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # repo root: `import bench.harness`
-
-import argparse  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

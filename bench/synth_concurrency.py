@@ -8,19 +8,17 @@ The target is >= 10x at concurrency 16: with a 200 ms server, anything less mean
     python bench/synth_concurrency.py [--delay 0.2] [--requests-seq 20] [--requests-par 160]
 """
 
-import sys, pathlib  # noqa: E401, I001
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root, so `import synth.x` works
+from PIL import Image
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
-from PIL import Image  # noqa: E402
-
-from synth.stub_server import StubServer  # noqa: E402
+from allava.openai_stub import StubServer
 
 RUN = pathlib.Path(__file__).resolve().parents[1] / "synth" / "run.py"
 

@@ -10,16 +10,12 @@ A full fp32 AdamW step at this size needs ~45 GB (weights, grads, two moments); 
 
 from __future__ import annotations
 
-import pathlib
-import sys
+import argparse
+import time
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])
+import torch
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
+from runtimes.base import peak_rss_mb
 
 
 def main() -> None:
@@ -55,7 +51,7 @@ def main() -> None:
     out.loss.backward()
     t_bwd = time.time() - t0
     grads = sum(p.grad.numel() for p in model.parameters() if p.grad is not None)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    rss = peak_rss_mb() / 1024
     print(f"sequence {ids.shape[1]} tokens ({n_img} image tokens): loss {out.loss.item():.3f}, "
           f"forward {t_fwd:.1f}s, backward {t_bwd:.1f}s, gradients for {grads / 1e9:.3f}B parameters, peak RSS {rss:.1f} GiB")
 

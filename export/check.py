@@ -13,19 +13,19 @@ A stock (unpatched) llama-cpp-python can be measured too (--stock-site, default
 it runs in a subprocess with that build first on sys.path, and its error is reported, not failed on.
 """
 
-import pathlib
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root, so `import export.x` works
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from allava.formats import REFERENCE, get_format
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HELDOUT = ROOT / "outputs/world/ALLaVA-Heldout-World.json"
@@ -48,14 +48,12 @@ def measure(checkpoint: Path, variant: Path, n: int, n_tokens: int, tie_eps: flo
     from runtimes import load_runtime
 
     prompts, source = _prompts(checkpoint, n, heldout, seed)
-    ref = load_runtime(checkpoint, threads, fmt="pytorch")
+    ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
     cand = load_runtime(variant, threads)
     res = run_parity(ref, cand, prompts, n_tokens, tie_eps, progress)
     res["summary"]["prompts"] = source
-    if cand.format == "gguf":
-        from runtimes.llamacpp_runtime import build_info
-
-        res["build"] = build_info()
+    if cand.supports("build_info"):
+        res["build"] = cand.build_info()
     cand.close()
     return res
 
@@ -76,15 +74,16 @@ def measure_stock(args: argparse.Namespace, site: Path) -> dict[str, Any]:
         if p.returncode != 0 or not out.is_file():
             return {"error": f"stock run failed: {(p.stderr or p.stdout).strip()[-400:]}"}
         res = json.loads(out.read_text())
-        if res.get("build", {}).get("patched"):
+        if (res.get("build") or {}).get("patched"):
             return {"error": f"{site} holds a patched build, not stock"}
         return res
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python export/check.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="the Hugging Face folder the variant was exported from")
-    ap.add_argument("variant", type=Path, help="export variant folder (with manifest.json)")
+    ap.add_argument("variant", type=Path, help="export variant folder (with its manifest)")
     ap.add_argument("-n", type=int, default=50, help="number of prompts (default 50)")
     ap.add_argument("--tokens", type=int, default=32, help="tokens compared per prompt (default 32)")
     ap.add_argument("--tie-eps", type=float, default=5e-3, help="skip teacher-forced steps whose PyTorch top-2 gap "
@@ -107,12 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    from runtimes import detect_format
+
+    fmt = get_format(detect_format(a.variant))
+    if fmt.not_runnable_reason():
+        print(f"{a.variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured", file=sys.stderr)
+        return 3
     res = measure(a.checkpoint, a.variant, a.n, a.tokens, a.tie_eps, a.heldout, a.seed, a.threads, not a.quiet)
     if a.json_out:
         a.json_out.write_text(json.dumps(res, indent=2))
-    label = "patched" if res.get("build", {}).get("patched") else ("stock" if "build" in res else "candidate")
+    build = res.get("build") or {}
+    label = "patched" if build.get("patched") else ("stock" if "patched" in build else fmt.name)
     table = {label: res}
-    if not a.no_stock and "build" in res and a.stock_site and (a.stock_site / "llama_cpp").is_dir():
+    if not a.no_stock and "patched" in build and a.stock_site and (a.stock_site / "llama_cpp").is_dir():
         table["stock"] = measure_stock(a, a.stock_site)
     if not a.quiet:
         from export.parity import format_table
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_save:
         from allava.variant import update_manifest
 
-        parity = {"reference": str(a.checkpoint.resolve()), label: res["summary"],
+        parity = {"reference": str(a.checkpoint.resolve()), "summary": res["summary"],
                   "build": res.get("build"), "per_prompt": res["prompts"]}
         if "stock" in table:
             parity["stock"] = table["stock"].get("summary", {"error": table["stock"].get("error")})

@@ -25,9 +25,12 @@ from gguf import GGMLQuantizationType as QT
 from gguf import Keys, LlamaFileType, TokenType
 from tqdm import tqdm
 
+from allava.formats import get_format
 from export.checkpoint import Checkpoint, ExportError, load_tokenizer_info
 
-OUTTYPES = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0"}
+# The precisions the writer produces are the format table's export precisions (allava/formats.py).
+OUTTYPES = {p.cli: p.name for p in get_format("gguf").made_by("export")}
+MMPROJ_OUTTYPES = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0"}  # the vision side is small and sensitive
 _FILE_TYPE = {"F32": LlamaFileType.ALL_F32, "F16": LlamaFileType.MOSTLY_F16, "BF16": LlamaFileType.MOSTLY_BF16,
               "Q8_0": LlamaFileType.MOSTLY_Q8_0}
 # Pre-tokenizer name: llama.cpp only accepts names it knows; "gpt-2" is the GPT-2 regex, which is
@@ -79,7 +82,7 @@ def _nbytes_and_store_shape(shape: tuple[int, ...], qtype: QT) -> tuple[np.dtype
     return np.dtype(np.uint8), byte_shape, int(np.prod(byte_shape)), qtype
 
 
-def _write(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None], plan: list[PlannedTensor],
+def write_file(path: Path, arch: str, kv: Callable[[gguf.GGUFWriter], None], plan: list[PlannedTensor],
            desc: str) -> None:
     w = gguf.GGUFWriter(path, arch)
     try:
@@ -123,7 +126,7 @@ def plan_mmproj(ck: Checkpoint, precision: str) -> tuple[Callable[[gguf.GGUFWrit
     n_layer = int(vc["num_hidden_layers"])
     text_hidden = int(ck.text["hidden_size"])
     # The vision side is small and sensitive: F16 unless F32 or Q8_0 is asked for explicitly.
-    mm_prec = precision if precision in ("F32", "F16", "Q8_0") else "F16"
+    mm_prec = precision if precision in MMPROJ_OUTTYPES.values() else "F16"
     feature_layer = _feature_layer(ck)
     mean = ck.config.get("image_mean")
     std = ck.config.get("image_std")
@@ -338,10 +341,10 @@ def write_gguf_pair(ck: Checkpoint, lm_path: Path, mmproj_path: Path, precision:
     """Write and validate both files (to the given temp paths). Returns per-file info."""
     info = {}
     kv, plan = plan_lm(ck, precision)
-    _write(lm_path, "phi2", kv, plan, f"LM {precision}")
+    write_file(lm_path, "phi2", kv, plan, f"LM {precision}")
     info["model"] = validate(lm_path, "phi2", REQUIRED_LM_KEYS, plan)
     kv, plan = plan_mmproj(ck, mmproj_precision or precision)
-    _write(mmproj_path, "clip", kv, plan, "mmproj")
+    write_file(mmproj_path, "clip", kv, plan, "mmproj")
     info["mmproj"] = validate(mmproj_path, "clip", REQUIRED_MMPROJ_KEYS, plan)
     if any(p.name == "v.post_ln.weight" for p in plan):
         raise ExportError("internal: v.post_ln must not be written")

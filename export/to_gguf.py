@@ -8,20 +8,25 @@ Run the result with llama.cpp (needs the CLS-order patch, see export/README.md):
   llama-mtmd-cli -m OUTDIR/F16/<name>-F16.gguf --mmproj OUTDIR/F16/mmproj-<name>-F16.gguf --image IMG -p "..."
 """
 
-import pathlib
+from __future__ import annotations
+
+import argparse
 import sys
+import time
+from pathlib import Path
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root, so `import export.x` works
-
-import argparse  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-from allava.fileio import atomic_path  # noqa: E402
-from allava.variant import human_size, write_manifest  # noqa: E402
-from export.checkpoint import ExportError, open_checkpoint  # noqa: E402
-from export.gguf_writer import OUTTYPES, write_gguf_pair  # noqa: E402
+from allava.fileio import atomic_path
+from allava.variant import Manifest, human_size
+from export.checkpoint import ExportError, open_checkpoint
+from export.gguf_writer import (
+    MMPROJ_OUTTYPES,
+    OUTTYPES,
+    REQUIRED_MMPROJ_KEYS,
+    plan_mmproj,
+    validate,
+    write_file,
+    write_gguf_pair,
+)
 
 
 def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16", name: str | None = None,
@@ -34,7 +39,7 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
     precision = OUTTYPES[outtype]
     mm_precision = "F32" if precision == "F32" else "F16"
     if mmproj_outtype:
-        mm_precision = OUTTYPES[mmproj_outtype]
+        mm_precision = MMPROJ_OUTTYPES[mmproj_outtype]
     name = name or ck.path.resolve().name
     vdir = Path(outdir) / precision
     lm_final = vdir / f"{name}-{precision}.gguf"
@@ -48,21 +53,12 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
         done = [lm_final, mm_final]
         for p in done:
             p.chmod(0o644)  # mkstemp creates 0600; exports are meant to be shared
-        manifest: dict[str, Any] = {
-            "format": "gguf",
-            "precision": precision,
-            "mmproj_precision": mm_precision,
-            "name": name,
-            "files": {"model": lm_final.name, "mmproj": mm_final.name},
-            "sizes": {"model": lm_final.stat().st_size, "mmproj": mm_final.stat().st_size},
-            "tensors": {"model": info["model"]["tensors"], "mmproj": info["mmproj"]["tensors"]},
-            "source": {"checkpoint": str(ck.path.resolve()), "sha256": ck.fingerprint()},
-            "created_by": "export/to_gguf.py",
-            "runtime": "llama.cpp",
-            "parity": None,
-        }
-        manifest["sizes"]["total"] = manifest["sizes"]["model"] + manifest["sizes"]["mmproj"]
-        write_manifest(vdir, manifest)
+        manifest = Manifest.for_files(
+            vdir, {"model": lm_final, "mmproj": mm_final}, format="gguf", precision=precision, name=name,
+            source={"checkpoint": str(ck.path.resolve()), "sha256": ck.fingerprint()},
+            created_by="export/to_gguf.py", runtime="llama.cpp", mmproj_precision=mm_precision,
+            tensors={"model": info["model"]["tensors"], "mmproj": info["mmproj"]["tensors"]})
+        manifest.write(vdir)
     except BaseException:
         for p in done:
             p.unlink(missing_ok=True)
@@ -70,23 +66,45 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
             vdir.rmdir()
         raise
     print(f"wrote {vdir} in {time.time() - t0:.1f} s")
-    print(f"  {lm_final.name:<40} {human_size(manifest['sizes']['model']):>12}")
-    print(f"  {mm_final.name:<40} {human_size(manifest['sizes']['mmproj']):>12}")
+    print(f"  {lm_final.name:<40} {human_size(manifest.sizes['model']):>12}")
+    print(f"  {mm_final.name:<40} {human_size(manifest.sizes['mmproj']):>12}")
     return vdir
 
 
+def export_mmproj(checkpoint: str | Path, out_file: str | Path, outtype: str = "f16") -> Path:
+    """Only the vision projector file (e.g. a Q8_0 mmproj for a quantized variant); no manifest,
+    since one file is not a variant. Written to a temporary name, validated, then renamed."""
+    if outtype not in MMPROJ_OUTTYPES:
+        raise ExportError(f"unsupported mmproj type {outtype!r}; choose from {', '.join(MMPROJ_OUTTYPES)}")
+    ck = open_checkpoint(checkpoint)
+    with atomic_path(out_file) as tmp:
+        kv, plan = plan_mmproj(ck, MMPROJ_OUTTYPES[outtype])
+        write_file(tmp, "clip", kv, plan, "mmproj")
+        validate(tmp, "clip", REQUIRED_MMPROJ_KEYS, plan)
+    Path(out_file).chmod(0o644)
+    return Path(out_file)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python export/to_gguf.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="Hugging Face LLaVA-Phi folder (config.json, model.safetensors, tokenizer.json)")
-    ap.add_argument("--outdir", required=True, help="export folder; the variant goes to OUTDIR/<PRECISION>/")
+    ap.add_argument("--outdir", help="export folder; the variant goes to OUTDIR/<PRECISION>/ (required unless --mmproj-only)")
     ap.add_argument("--outtype", default="f16", choices=list(OUTTYPES),
                     help="language-model precision (default f16). Lower bits: quantize/run.py --format gguf")
-    ap.add_argument("--mmproj-outtype", default=None, choices=["f32", "f16", "q8_0"],
+    ap.add_argument("--mmproj-outtype", default=None, choices=list(MMPROJ_OUTTYPES),
                     help="vision projector precision (default: f32 for --outtype f32, else f16)")
     ap.add_argument("--name", default=None, help="model name in file names (default: checkpoint folder name)")
+    ap.add_argument("--mmproj-only", metavar="FILE", default=None,
+                    help="write only the vision projector to FILE (at --mmproj-outtype, default f16) and no variant")
     a = ap.parse_args(argv)
+    if not a.outdir and not a.mmproj_only:
+        ap.error("--outdir is required")
     try:
-        export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype)
+        if a.mmproj_only:
+            export_mmproj(a.checkpoint, a.mmproj_only, a.mmproj_outtype or "f16")
+        else:
+            export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype)
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

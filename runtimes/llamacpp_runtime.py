@@ -4,7 +4,7 @@ Why low-level instead of `Llama` + `MTMDChatHandler`: we need image encode, pref
 separately, the projector output (`mtmd_get_output_embd`) and raw logits for parity. The prompt is
 split by libmtmd at its media marker, exactly as llama-mtmd-cli does, so the token stream equals
 what upstream users get. Requires the CLS-order patch for correct image embeddings
-(scripts/build_llama_cpp.sh); `build_info()` says whether the loaded build carries it.
+(scripts/build_llama_cpp.sh); `LlamaCppRuntime.build_info()` says whether the loaded build carries it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from allava.variant import Manifest
 from runtimes import native_loop
-from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, peak_rss_mb
+from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
 
 
 class LlamaCppError(RuntimeError):
     """llama.cpp refused a file or failed to evaluate; the message carries llama.cpp's own last errors."""
+
+
+class LlamaCppLoadError(LlamaCppError, VariantError):
+    """llama.cpp or libmtmd could not load one of the variant's files."""
 
 
 _LOG: collections.deque[str] = collections.deque(maxlen=40)
@@ -59,20 +64,26 @@ def _last_errors() -> str:
     return " | ".join((err or lines)[-4:])
 
 
-def build_info() -> dict:
-    """Version and patch status of the llama-cpp-python this process imports."""
-    from runtimes.llamacpp_patch import status
-
-    return status()
-
-
 class LlamaCppRuntime(Runtime):
     format = "gguf"
 
+    @classmethod
+    def build_info(cls) -> dict:
+        """Version and patch status of the llama-cpp-python this process imports (the CLS-order fix)."""
+        from runtimes.llamacpp_patch import status
+
+        return status()
+
+    def perf_counters(self) -> dict[str, float]:
+        """llama.cpp's llama_perf_context since the last reset."""
+        pc = self.L.llama_perf_context(self.ctx)
+        return {"t_p_eval_ms": pc.t_p_eval_ms, "n_p_eval": pc.n_p_eval, "t_eval_ms": pc.t_eval_ms, "n_eval": pc.n_eval}
+
+    def reset_perf_counters(self) -> None:
+        self.L.llama_perf_context_reset(self.ctx)
+
     def load(self, variant_path: str | Path, threads: int | None = None, n_ctx: int | None = None,
              model_file: str | None = None, mmproj_file: str | None = None) -> LlamaCppRuntime:
-        import json
-
         import llama_cpp as L
         from llama_cpp import mtmd_cpp as M
 
@@ -82,26 +93,23 @@ class LlamaCppRuntime(Runtime):
         vdir = Path(variant_path)
         self.variant = vdir
         if model_file is None or mmproj_file is None:
-            mf = vdir / "manifest.json"
-            if not mf.is_file():
-                raise FileNotFoundError(f"{vdir}: no manifest.json (export with export/to_gguf.py)")
-            files = json.loads(mf.read_text())["files"]
+            files = Manifest.read(vdir).files  # FileNotFoundError names the folder (export with export/to_gguf.py)
             model_file = model_file or files["model"]
             mmproj_file = mmproj_file or files["mmproj"]
         lm_path, mm_path = vdir / model_file, vdir / mmproj_file
         for p in (lm_path, mm_path):
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing")
+                raise LlamaCppLoadError(f"{p}: missing")
             with open(p, "rb") as f:
                 if f.read(4) != b"GGUF":
-                    raise LlamaCppError(f"{p}: not a GGUF file")
+                    raise LlamaCppLoadError(f"{p}: not a GGUF file")
         self.threads = threads or os.cpu_count() or 1
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = 0
         self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
         if not self.model:
-            raise LlamaCppError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
+            raise LlamaCppLoadError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
         self.n_ctx = n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
         self.n_batch = min(512, self.n_ctx)
         cp = L.llama_context_default_params()
@@ -124,7 +132,7 @@ class LlamaCppRuntime(Runtime):
         mpar.warmup = False
         self.mctx = M.mtmd_init_from_file(str(mm_path).encode(), self.model, mpar)
         if not self.mctx:
-            raise LlamaCppError(f"{mm_path}: libmtmd could not load the projector: {_last_errors()}")
+            raise LlamaCppLoadError(f"{mm_path}: libmtmd could not load the projector: {_last_errors()}")
         self.marker = M.mtmd_default_marker().decode()
         self.batch = L.llama_batch_init(self.n_batch, 0, 1)
         # greedy pick in C: per generated token, Python only fills one batch slot (see _step)

@@ -2,7 +2,8 @@
 
 Why a hand-written greedy loop instead of `model.generate`: it times image encode, prefill and
 decode separately (the same split llama.cpp reports) and returns the same token ids generate would
-with `do_sample=False`.
+with `do_sample=False`. The image goes through transformers' own path (`get_image_features`, then
+the forward's `mm_encoder_outputs` splice: allava.modeling), so nothing of the model is re-implemented.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, peak_rss_mb
+from allava.formats import REFERENCE
+from allava.modeling import image_encoder_outputs, image_features
+from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
 
 
 def _cache_of(out):
@@ -23,21 +26,32 @@ def _cache_of(out):
 
 
 class TorchRuntime(Runtime):
-    format = "pytorch"
+    """transformers in PyTorch; float32 by default because it is the reference every delta is
+    measured against. A subclass (or ``dtype=``) serves transformers folders that only load in
+    half precision, such as GPTQ checkpoints."""
 
-    def load(self, variant_path: str | Path, threads: int | None = None) -> TorchRuntime:
+    format = REFERENCE
+    default_dtype = "float32"
+
+    def load(self, variant_path: str | Path, threads: int | None = None, dtype: str | None = None) -> TorchRuntime:
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         t0 = time.perf_counter()
         if threads:
             torch.set_num_threads(threads)
         self.variant = Path(variant_path)
-        self.model = LlavaForConditionalGeneration.from_pretrained(self.variant, dtype=torch.float32).eval()
-        self.processor = AutoProcessor.from_pretrained(self.variant)
+        self.dtype = getattr(torch, dtype or self.default_dtype)
+        if not (self.variant / "config.json").is_file():
+            raise VariantError(f"{self.variant}: no config.json; not a Hugging Face model folder")
+        try:
+            self.model = LlavaForConditionalGeneration.from_pretrained(self.variant, dtype=self.dtype).eval()
+            self.processor = AutoProcessor.from_pretrained(self.variant)
+        except Exception as exc:  # noqa: BLE001 - truncated/missing weights, bad config: the variant is unusable
+            raise VariantError(f"{self.variant}: transformers could not load it: {type(exc).__name__}: {exc}") from exc
         self.tokenizer = self.processor.tokenizer
         self.image_token_id = self.model.config.image_token_id
         self.eos_id = self.tokenizer.eos_token_id
-        # transformers >= 5.2x renamed past_key_values -> cache; accept both
+        # transformers >= 5.24 renamed past_key_values -> cache; accept both
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.load_s = time.perf_counter() - t0
@@ -49,30 +63,23 @@ class TorchRuntime(Runtime):
         return dict(self.processor(images=image.convert("RGB"), text=prompt, return_tensors="pt"))
 
     @torch.inference_mode()
-    def _embeds(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
-        ids = inputs["input_ids"]
-        embeds = self.model.get_input_embeddings()(ids)
+    def _encode(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, object], float]:
+        """Forward arguments for the prompt: the ids plus the projected image features (timed apart,
+        as llama.cpp reports image encoding), which the model's forward splices in itself."""
+        kw: dict[str, object] = {"input_ids": inputs["input_ids"]}
         t_img = 0.0
         if "pixel_values" in inputs:
             t0 = time.perf_counter()
-            feats = self._image_features(inputs["pixel_values"])
+            feats = image_features(self.model, inputs["pixel_values"].to(self.dtype))
             t_img = time.perf_counter() - t0
-            mask = (ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
-        return embeds, t_img
-
-    def _image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        feats = self.model.get_image_features(pixel_values=pixel_values)
-        if hasattr(feats, "pooler_output"):  # transformers 5 returns a model output
-            feats = feats.pooler_output
-        if isinstance(feats, (list, tuple)):
-            feats = torch.cat(list(feats), dim=0)
-        return feats.reshape(-1, feats.shape[-1])
+            kw["mm_encoder_outputs"] = image_encoder_outputs(feats)
+        return kw, t_img
 
     @torch.inference_mode()
     def image_embeddings(self, image: Image.Image) -> np.ndarray:
         pv = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        return self._image_features(pv).float().numpy()
+        feats = image_features(self.model, pv.to(self.dtype))
+        return feats.reshape(-1, feats.shape[-1]).float().numpy()
 
     @torch.inference_mode()
     def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
@@ -80,11 +87,10 @@ class TorchRuntime(Runtime):
         if not greedy:
             raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
         t_start = time.perf_counter()
-        inputs = self._inputs(image, prompt)
-        embeds, t_img = self._embeds(inputs)
-        n_prompt = embeds.shape[1]
+        kw, t_img = self._encode(self._inputs(image, prompt))
+        n_prompt = kw["input_ids"].shape[1]  # type: ignore[union-attr]
         t0 = time.perf_counter()
-        out = self.model(inputs_embeds=embeds, use_cache=True)
+        out = self.model(**kw, use_cache=True)
         t_prefill = time.perf_counter() - t0
         past = _cache_of(out)
         tok = int(out.logits[0, -1].argmax())
@@ -106,14 +112,18 @@ class TorchRuntime(Runtime):
 
     @torch.inference_mode()
     def score(self, image: Image.Image | None, prompt: str, continuation_ids: list[int]) -> np.ndarray:
-        inputs = self._inputs(image, prompt)
-        embeds, _ = self._embeds(inputs)
-        n = len(continuation_ids)
-        if n > 1:
-            cont = self.model.get_input_embeddings()(torch.tensor([continuation_ids[:-1]]))
-            embeds = torch.cat([embeds, cont], dim=1)
-        logits = self.model(inputs_embeds=embeds).logits[0]
-        return logits[-n:].float().numpy()
+        """Prompt prefill with the image, then the continuation against the cache, as generation runs it.
+
+        Why two calls: a continuation token may be the image token's id (an untrained model emits
+        anything), and in one forward the model would take it for an image placeholder."""
+        kw, _ = self._encode(self._inputs(image, prompt))
+        out = self.model(**kw, use_cache=True)
+        rows = [out.logits[0, -1:]]
+        if len(continuation_ids) > 1:
+            rest = self.model(input_ids=torch.tensor([continuation_ids[:-1]]), use_cache=True,
+                              **{self._cache_kw: _cache_of(out)})
+            rows.append(rest.logits[0])
+        return torch.cat(rows).float().numpy()
 
     def prompt_token_ids(self, prompt: str, image: bool = True) -> list[int]:
         return self._inputs(Image.new("RGB", (8, 8)) if image else None, prompt)["input_ids"][0].tolist()

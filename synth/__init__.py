@@ -2,7 +2,7 @@
 
 Run it as ``python synth/run.py MODE ...``; see ``python synth/run.py --help``. Modules have one
 job each: inputs (find and filter what to synthesise), prompts (versioned prompt files), images
-(data URLs), client (HTTP backend with our own bounded retries), backoff, teacher (offline
+(data URLs), client (HTTP backend over the core's retrying OpenAI client), teacher (offline
 backend), parsing (tagged responses), journal (durable resume), pricing, writer (final files),
 batch (OpenAI Batch API), runner (async scheduling) and cli.
 """

@@ -18,20 +18,21 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from allava.fileio import write_json_atomic
-from synth.backoff import RetryPolicy
+from allava.openai_client import NO_KEY, RetryPolicy, api_key_from_env
 from synth.client import ChatRequest, FatalError, Stats
 from synth.images import data_url, fitted_size, vision_tokens
 from synth.inputs import MODES, InputError, Item, Row, rows_from_dataset, rows_from_folder, rows_from_manifest, scan
 from synth.journal import Journal, JournalLocked, JournalState
 from synth.pricing import DEFAULT_PRICES, PriceError, load_price
 from synth.prompts import DEFAULT_PROMPTS, Prompt, PromptError, load_prompt
-from synth.redact import RedactingFilter, api_key_from_env, redact
+from synth.redact import RedactingFilter, redact, register_secret
 from synth.writer import DEFAULT_NAMES, WriteResult, write_outputs
 
 JOURNAL_FILE = "journal.jsonl"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "synth.log"
 EST_OUTPUT_TOKENS = {"laion": 700, "vflan": 500, "text": 600}
+SYNTH_KEY_ENV = ("OPENAI_API_KEY",)
 
 EPILOG = """\
 modes:
@@ -204,8 +205,18 @@ def _cleanup(out_dir: Path, existed: bool, had: set[str]) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def synth_api_key() -> str | None:
+    """The only place synth reads the key: ``OPENAI_API_KEY``, never a flag (flags end up in shell history).
+
+    Registered with :mod:`synth.redact` so anything a server echoes back is hidden from our logs and files.
+    """
+    key = api_key_from_env(SYNTH_KEY_ENV)
+    register_secret(key)
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
-    api_key = api_key_from_env()
+    api_key = synth_api_key()
     offline = args.teacher == "offline"
     if not offline and (not args.base_url or not args.model):
         raise CliError("--base-url and --model are required (or use --teacher offline)")
@@ -341,7 +352,7 @@ async def _batch(args, todo, build, model, prompt, journal, price, state, out_di
 
     from synth import batch
 
-    client = openai.AsyncOpenAI(base_url=args.base_url, api_key=api_key_from_env() or "no-key-set", max_retries=3,
+    client = openai.AsyncOpenAI(base_url=args.base_url, api_key=synth_api_key() or NO_KEY, max_retries=3,
                                 timeout=args.timeout)
     jobs = batch.load_jobs(out_dir)
     done = set(state.responses)

@@ -1,9 +1,9 @@
 """Backends: one ``complete(request) -> result`` interface, over HTTP or in-process.
 
-The HTTP backend uses the official ``openai`` SDK (``AsyncOpenAI``), so any chat-completions
-endpoint works: OpenAI, vLLM, llama.cpp server, Ollama. The SDK's own retries are switched off
-(``max_retries=0``); this module retries itself with :mod:`synth.backoff` so every retry is
-counted and the bound is ours. Errors are sorted three ways:
+The HTTP backend goes through the shared :class:`allava.openai_client.OpenAIClient` (the official
+``openai`` SDK, async), so any chat-completions endpoint works: OpenAI, vLLM, llama.cpp server,
+Ollama. That client owns the retry policy and sorts errors three ways, which is what the runner
+acts on:
 
 * retryable (429, 5xx, timeouts, connection errors) -> back off, try again, up to the bound;
 * the item's own problem (400, 422, retries exhausted) -> :class:`RequestFailed`, the item goes to
@@ -13,24 +13,16 @@ counted and the bound is ours. Errors are sorted three ways:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from synth.backoff import RetryPolicy, is_retryable_status, retry_after_seconds
+from allava.openai_client import FatalError, OpenAIClient, RequestFailed, RetryPolicy
 from synth.inputs import Item
-from synth.redact import redact
+
+__all__ = ["Backend", "ChatRequest", "ChatResult", "FatalError", "HTTPBackend", "RequestFailed", "Stats"]
 
 log = logging.getLogger("synth")
-
-
-class FatalError(Exception):
-    """The whole run cannot continue (bad key, unknown model...); message is one line for the user."""
-
-
-class RequestFailed(Exception):
-    """This item got no usable response this run (not paid for); it is retried on the next run."""
 
 
 @dataclass
@@ -72,7 +64,7 @@ class Backend(Protocol):
 
 
 class HTTPBackend:
-    """Chat completions over HTTP through ``openai.AsyncOpenAI`` with our own bounded retries."""
+    """Chat completions over HTTP: the shared client's async path, retries counted in ``stats``."""
 
     def __init__(
         self,
@@ -83,78 +75,30 @@ class HTTPBackend:
         policy: RetryPolicy | None = None,
         stats: Stats | None = None,
     ) -> None:
-        import openai
-
-        self._openai = openai
         self.name = model
-        self.model = model
-        self.base_url = base_url
-        self.timeout = timeout
-        self.policy = policy or RetryPolicy()
         self.stats = stats or Stats()
-        self.client = openai.AsyncOpenAI(
-            base_url=base_url,
-            # Local servers (vLLM, llama.cpp) need no key; the SDK insists on one, so pass a dummy.
-            api_key=api_key or "no-key-set",
-            max_retries=0,
-            timeout=timeout,
-        )
+        # Retry lines go to the "synth" logger: its handler writes synth.log through the redacting filter.
+        self.client = OpenAIClient(base_url, model, api_key=api_key, timeout=timeout, policy=policy,
+                                   on_retry=self.stats.count_retry, logger=log)
 
     async def aclose(self) -> None:
-        await self.client.close()
-
-    def _classify(self, exc: Exception) -> tuple[str, float | None]:
-        """Return (kind, retry_after) for a retryable error; raise FatalError/RequestFailed otherwise."""
-        o = self._openai
-        if isinstance(exc, o.APITimeoutError):
-            return "timeout", None
-        if isinstance(exc, o.APIConnectionError):
-            return "connection", None
-        if isinstance(exc, o.APIStatusError):
-            status = exc.status_code
-            detail = redact(" ".join(str(exc.message).split()))[:300]
-            if status in (401, 403):
-                raise FatalError(
-                    f"{self.base_url} refused the API key (HTTP {status}); set OPENAI_API_KEY to a valid key"
-                )
-            if status == 404:
-                raise FatalError(f"HTTP 404 from {self.base_url}: model {self.model!r} or endpoint not found ({detail})")
-            if status == 429 and exc.code == "insufficient_quota":
-                raise FatalError(f"HTTP 429 insufficient_quota from {self.base_url}: the account is out of credit")
-            if is_retryable_status(status):
-                return f"http_{status}", retry_after_seconds(exc.response.headers)
-            raise RequestFailed(f"HTTP {status}: {detail}")
-        raise exc
+        await self.client.aclose()
 
     async def complete(self, request: ChatRequest) -> ChatResult:
-        last = ""
-        for attempt in range(1, self.policy.max_attempts + 1):
-            try:
-                resp = await self.client.chat.completions.create(
-                    model=self.model,
-                    messages=request.messages,
-                    max_tokens=request.max_tokens,
-                    temperature=request.temperature,
-                    extra_headers={"X-Synth-Item": request.key},
-                )
-            except self._openai.APIError as exc:
-                kind, retry_after = self._classify(exc)
-                last = kind if retry_after is None else f"{kind} (Retry-After {retry_after:g}s)"
-                if attempt == self.policy.max_attempts:
-                    break
-                self.stats.count_retry(kind)
-                wait = self.policy.delay(attempt, retry_after)
-                log.info("retry %s attempt %d after %s; waiting %.2fs", request.key, attempt, last, wait)
-                await asyncio.sleep(wait)
-                continue
-            choice = resp.choices[0] if resp.choices else None  # paid even when odd: journal, then reject
-            usage = resp.usage
-            return ChatResult(
-                text=(choice.message.content or "") if choice else "",
-                finish_reason=choice.finish_reason if choice else None,
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-                model=resp.model or self.model,
-                attempts=attempt,
-            )
-        raise RequestFailed(f"gave up after {self.policy.max_attempts} attempts; last error: {last}")
+        resp, attempts = await self.client.acomplete(
+            request.messages,
+            label=request.key,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            extra_headers={"X-Synth-Item": request.key},
+        )
+        choice = resp.choices[0] if resp.choices else None  # paid even when odd: journal, then reject
+        usage = resp.usage
+        return ChatResult(
+            text=(choice.message.content or "") if choice else "",
+            finish_reason=choice.finish_reason if choice else None,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            model=resp.model or self.client.model,
+            attempts=attempts,
+        )

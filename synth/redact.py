@@ -9,7 +9,6 @@ exception messages that we log, journal and print. Every such string passes thro
 from __future__ import annotations
 
 import logging
-import os
 
 _SECRETS: set[str] = set()
 
@@ -18,13 +17,6 @@ def register_secret(value: str | None) -> None:
     """Remember a secret so later :func:`redact` calls hide it (ignores trivially short values)."""
     if value and len(value) >= 6:
         _SECRETS.add(value)
-
-
-def api_key_from_env() -> str | None:
-    """The only place the key is read: ``OPENAI_API_KEY``, never a flag (flags end up in shell history)."""
-    key = os.environ.get("OPENAI_API_KEY") or None
-    register_secret(key)
-    return key
 
 
 def redact(text: str) -> str:

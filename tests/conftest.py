@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,35 @@ def small_config_dict(output_dir: Path, data_root: Path, steps: int = 4) -> dict
         ],
         "eval": {"file": "ALLaVA-Heldout-World.json", "max_new_tokens": 4, "limit": 16},
     }
+
+
+# -- the trained default and a random tiny checkpoint, shared by the export, runtime and bench tests --
+
+TRAINED = REPO / "outputs/tiny"
+HELDOUT = REPO / "outputs/world/ALLaVA-Heldout-World.json"
+HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
+needs_trained = pytest.mark.skipif(
+    not ((TRAINED / "config.json").is_file() and HELDOUT.is_file()),
+    reason="needs the trained tiny checkpoint (outputs/tiny) and held-out set (outputs/world): run python train/run.py",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A seeded random tiny checkpoint (train/init_checkpoint.py's function)."""
+    from allava.modeling import save_random_checkpoint
+
+    warnings.filterwarnings("ignore")
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-random")
+
+
+@pytest.fixture(scope="session")
+def gguf_dir(tiny_ckpt, tmp_path_factory) -> Path:
+    """F32 and F16 GGUF variants of ``tiny_ckpt``."""
+    from export.to_gguf import export_gguf
+
+    out = tmp_path_factory.mktemp("gguf")
+    export_gguf(tiny_ckpt, out, "f32")
+    export_gguf(tiny_ckpt, out, "f16")
+    return out

@@ -9,12 +9,8 @@ and bench/ take it like any checkpoint trained here. Download the release yourse
 
 from __future__ import annotations
 
-import pathlib
+import argparse
 import sys
-
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root: stage folders never shadow libraries
-
-import argparse  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

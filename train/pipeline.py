@@ -18,7 +18,14 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from allava.evaluate import format_table, load_heldout, predict_torch, score
 from allava.fileio import write_json_atomic
-from allava.modeling import build_model, build_processor, count_parameters, freeze_vision_tower, load_preset
+from allava.modeling import (
+    build_model,
+    build_processor,
+    count_parameters,
+    freeze_vision_tower,
+    load_preset,
+    projector_inputs,
+)
 from allava.schema import IMAGE_MARKER, DataError
 from allava.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from train.config import TrainConfig, to_dict
@@ -128,8 +135,7 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
 
             with torch.no_grad():
                 sample = pixels[torch.randperm(pixels.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:512]]
-                feats = model.model.vision_tower(pixel_values=sample, output_hidden_states=True).hidden_states[
-                    model.config.vision_feature_layer][:, 1:].flatten(0, 1)
+                feats = projector_inputs(model, sample).flatten(0, 1)
             used = init_projector_from_heads(model.model.multi_modal_projector, heads, feats)
             log(f"projector initialised from the stage-0 heads ({sum(used.values())} hidden units: "
                 + ", ".join(f"{k} {v}" for k, v in used.items()) + ")", info)

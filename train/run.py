@@ -10,15 +10,11 @@ AutoProcessor) with eval_results.json, metrics.jsonl and loss.png next to it.
 
 from __future__ import annotations
 
-import pathlib
+import argparse
 import sys
 
-sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # repo root: stage folders never shadow libraries
-
-import argparse  # noqa: E402
-
-from allava.modeling import available_presets  # noqa: E402
-from allava.schema import DataError  # noqa: E402
+from allava.modeling import available_presets
+from allava.schema import DataError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

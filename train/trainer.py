@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from train.config import StageConfig
 from train.data import IGNORE_INDEX, StageData, collate, epoch_order
-from train.features import embed_with_features
+from train.features import encoder_outputs_from_features
 
 
 @dataclass
@@ -291,8 +291,7 @@ class StageRunner:
         if self.engine is not None or self.ddp is not None:
             raise ValueError("cached vision features are for single-process runs; DDP/DeepSpeed take pixels")
         batch = dict(batch)
-        features, ids = batch.pop("image_features"), batch.pop("input_ids")
-        batch["inputs_embeds"] = embed_with_features(self.model, ids, features)
+        batch["mm_encoder_outputs"] = encoder_outputs_from_features(self.model, batch.pop("image_features"))
         return batch
 
     def run(self, stop_after: int | None = None) -> None:

@@ -8,7 +8,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-LIBRARIES = ("torch", "transformers", "numpy", "llama_cpp_python", "gguf", "onnxruntime", "pillow")
+from allava.formats import all_formats
+
+COMMON_LIBRARIES = ("numpy", "pillow")  # plus every format's own (the format table's ``libraries``)
 
 
 def cpu_model() -> str:
@@ -19,6 +21,21 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "sve")  # what decides CPU kernels
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that change which kernels run (and so every timing): the machine kind."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.lower().startswith(("flags", "features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in SIMD_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def total_ram_gib() -> float | None:
@@ -33,22 +50,12 @@ def total_ram_gib() -> float | None:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for lib in LIBRARIES:
+    for lib in dict.fromkeys([*(lib for f in all_formats() for lib in f.libraries), *COMMON_LIBRARIES]):
         try:
-            out[lib] = metadata.version(lib.replace("_", "-"))
+            out[lib] = metadata.version(lib)
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def llama_build() -> dict[str, Any] | None:
-    """Whether the llama.cpp build carries the project's patch (runtimes/llamacpp_patch.py)."""
-    try:
-        from runtimes.llamacpp_runtime import build_info
-
-        return build_info()
-    except Exception as exc:  # noqa: BLE001 - host facts must never fail a run
-        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def host_facts() -> dict[str, Any]:
@@ -58,4 +65,4 @@ def host_facts() -> dict[str, Any]:
         usable = os.cpu_count()
     return {"cpu": cpu_model(), "machine": platform.machine(), "os": platform.platform(), "logical_cpus": os.cpu_count(),
             "usable_cpus": usable, "ram_gib": total_ram_gib(), "load_avg": os.getloadavg(), "versions": versions(),
-            "llama_cpp_build": llama_build()}
+            "cpu_flags": cpu_flags()}

@@ -1,4 +1,4 @@
-"""Summaries of the timed repeats: median and spread per metric, and the GGUF overhead ratio.
+"""Summaries of the timed repeats: median and spread per metric, and the harness overhead ratio.
 
 Why median + spread: a shared CPU has outliers (another process wakes up); the median is what a user
 sees, the spread (population std, min, max, like llama-bench's ±) says how much to trust it.
@@ -24,25 +24,26 @@ def summarize(repeats: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def llama_decode_tok_s(perf: dict[str, float] | None) -> float | None:
-    """llama.cpp's own decode rate: single-token evals over their summed eval time."""
+def native_decode_tok_s(perf: dict[str, float] | None) -> float | None:
+    """The engine's own decode rate (a runtime's perf counters): single-token evals over their summed time."""
     if not perf or not perf.get("n_eval") or not perf.get("t_eval_ms"):
         return None
     return perf["n_eval"] / (perf["t_eval_ms"] / 1e3)
 
 
 def overhead_ratio(repeats: list[dict[str, Any]]) -> dict[str, float] | None:
-    """Harness decode tok/s / llama.cpp decode tok/s for the same generations (1.0 = no overhead).
+    """Harness decode tok/s / the engine's own decode tok/s for the same generations (1.0 = no overhead).
 
-    The harness clock also covers Python's per-token work (batch fill, argmax over the logits,
-    loop), so the ratio is the share of decode time spent inside llama.cpp."""
+    Only for runtimes with the perf_counters capability (llama.cpp's llama_perf_context). The
+    harness clock also covers the per-token work around the engine (batch fill, sampling call,
+    loop), so the ratio is the share of decode time spent inside the engine."""
     ratios, native = [], []
     for r in repeats:
-        ll = llama_decode_tok_s(r.get("perf"))
+        ll = native_decode_tok_s(r.get("perf"))
         if ll and r.get("decode_tok_s"):
             ratios.append(r["decode_tok_s"] / ll)
             native.append(ll)
     if not ratios:
         return None
-    return {"ratio": statistics.median(ratios), "llama_decode_tok_s": statistics.median(native),
+    return {"ratio": statistics.median(ratios), "native_decode_tok_s": statistics.median(native),
             "min": min(ratios), "n": len(ratios)}

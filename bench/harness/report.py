@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-LATENCY_COLUMNS = ["load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s", "decode_tok_s_std",
-                   "peak_rss_mb", "size_mib", "roofline_fraction", "llama_overhead_ratio"]
+LATENCY_COLUMNS = ["bits_per_weight", "load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s",
+                   "decode_tok_s_std", "peak_rss_mb", "size_mib", "roofline_fraction", "native_overhead_ratio",
+                   "parity_greedy_exact", "parity_tf_top1"]
 
 
 def _med(v: dict[str, Any], metric: str, key: str = "median") -> float | None:
@@ -25,13 +26,15 @@ def flat_row(v: dict[str, Any], bench_names: list[str]) -> dict[str, Any]:
     """One CSV row: identity, latency medians, then score/delta/agreement per benchmark."""
     row: dict[str, Any] = {"variant": v["name"], "format": v.get("format"), "precision": v.get("precision"),
                            "status": v.get("status"), "reason": v.get("reason", ""),
-                           "load_s": v.get("load_s"), "image_encode_ms": _med(v, "image_encode_ms"),
+                           "bits_per_weight": v.get("bits_per_weight"), "load_s": v.get("load_s"), "image_encode_ms": _med(v, "image_encode_ms"),
                            "ttft_ms": _med(v, "ttft_ms"), "prefill_tok_s": _med(v, "prefill_tok_s"),
                            "decode_tok_s": _med(v, "decode_tok_s"), "decode_tok_s_std": _med(v, "decode_tok_s", "std"),
                            "peak_rss_mb": v.get("peak_rss_mb"),
                            "size_mib": v["size_bytes"] / 2**20 if v.get("size_bytes") else None,
                            "roofline_fraction": (v.get("roofline") or {}).get("fraction"),
-                           "llama_overhead_ratio": (v.get("overhead") or {}).get("ratio")}
+                           "native_overhead_ratio": (v.get("overhead") or {}).get("ratio"),
+                           "parity_greedy_exact": (v.get("export_parity") or {}).get("greedy_exact_rate"),
+                           "parity_tf_top1": (v.get("export_parity") or {}).get("tf_top1_agreement")}
     for b in bench_names:
         e = (v.get("accuracy") or {}).get(b) or {}
         row[f"score:{b}"] = e.get("headline") if e.get("headline") is not None else (e.get("status") or "")
@@ -76,6 +79,13 @@ def _f(x: Any, fmt: str = ".1f") -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else str(x)
 
 
+def _parity_cell(v: dict[str, Any]) -> str:
+    p = v.get("export_parity") or {}
+    if p.get("greedy_exact_rate") is None:
+        return "–"
+    return f"{100 * p['greedy_exact_rate']:.0f}% / {100 * p.get('tf_top1_agreement', 0):.1f}%"
+
+
 def _score_cell(e: dict[str, Any] | None) -> str:
     if not e:
         return "–"
@@ -107,27 +117,32 @@ def markdown(results: dict[str, Any]) -> str:
                 if dev.get("nominal_bandwidth_gbs") else ""),
              f"- Run time: {results['elapsed_s']:.0f} s", ""]
     lines += ["## Variants", "",
-              "| variant | status | size MiB | load s | image enc ms | TTFT ms | prefill tok/s | decode tok/s | "
-              "peak RSS MiB | roofline | llama.cpp overhead |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| variant | status | bits/weight | size MiB | parity (greedy / TF top-1) | load s | image enc ms | TTFT ms "
+              "| prefill tok/s | decode tok/s | peak RSS MiB | roofline | engine overhead |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for v in results["variants"]:
         dec, std = _med(v, "decode_tok_s"), _med(v, "decode_tok_s", "std")
         ov = v.get("overhead") or {}
-        ov_note = (f" (llama.cpp {ov['llama_decode_tok_s']:.1f} tok/s, {ov.get('decode_loop') or '?'} loop)"
+        ov_note = (f" (engine {ov['native_decode_tok_s']:.1f} tok/s, {ov.get('decode_loop') or '?'} loop)"
                    if ov else "")
         spread = f" ± {std:.1f}" if std is not None else ""
         lines.append(f"| {v['name']}{' (ref)' if v.get('reference') else ''} | {v['status']} | "
-                     f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_f(v.get('load_s'), '.2f')} | "
+                     f"{_f(v.get('bits_per_weight'), 'g')} | "
+                     f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_parity_cell(v)} | "
+                     f"{_f(v.get('load_s'), '.2f')} | "
                      f"{_f(_med(v, 'image_encode_ms'))} | {_f(_med(v, 'ttft_ms'))} | {_f(_med(v, 'prefill_tok_s'))} | "
                      f"{_f(dec)}{spread} | {_f(v.get('peak_rss_mb'), '.0f')} | "
                      f"{_f((v.get('roofline') or {}).get('fraction'), '.2f')} | "
                      f"{_f(ov.get('ratio'), '.3f')}{ov_note} |")
     for s in results["skipped"]:
-        lines.append(f"| {s['variant']} | skipped | {_f(s['size_bytes'] / 2**20)} | | | | | | | | |")
-    lines += ["", "roofline = decode tok/s ÷ (measured bandwidth ÷ language-model bytes per token); above 1 means the "
-              "weights sit in CPU caches. llama.cpp overhead = harness decode tok/s ÷ llama.cpp's own "
-              "llama_perf_context decode tok/s for the same generations (1.0 = no harness overhead); the "
-              "native loop is runtimes/csrc/greedy_loop.c, the python loop its fallback.", ""]
+        lines.append(f"| {s['variant']} | skipped | | {_f(s['size_bytes'] / 2**20)} | | | | | | | | | |")
+    lines += ["", "bits/weight: the format table's figure for the language model. parity: the export step's check "
+              "against the reference (export/check.py, stored in the variant's manifest): share of prompts with "
+              "identical greedy tokens / teacher-forced top-1 agreement. roofline = decode tok/s ÷ (measured "
+              "bandwidth ÷ language-model bytes per token); above 1 means the weights sit in CPU caches. engine "
+              "overhead = harness decode tok/s ÷ the engine's own decode tok/s for the same generations, for "
+              "runtimes that expose perf counters (llama.cpp: llama_perf_context; 1.0 = no harness overhead; "
+              "its native loop is runtimes/csrc/greedy_loop.c, the python loop the fallback).", ""]
     if names:
         lines += ["## Accuracy (score, Δ points vs reference)", "",
                   "| variant | " + " | ".join(names) + " | agree exact % | agree token-F1 % |",
@@ -145,19 +160,23 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{b['max_new_tokens']} | {b['data_root'] or '–'} | {b['status']} |")
         lines += ["", "Limits are stratified, seeded subsamples (world: by question type); `--limit N` changes them, "
                   "`--limit 0` runs everything.", ""]
-    bad = [v for v in results["variants"] if v["status"] != "ok"]
+    bad = [v for v in results["variants"] if v["status"] not in ("ok", "not runnable")]
+    elsewhere = [v for v in results["variants"] if v["status"] == "not runnable"]
     over = [v for v in results["variants"] if v.get("over_budget")]
-    if bad or results["skipped"] or over:
-        lines += ["## Skipped, failed and over-budget variants", ""]
+    if bad or results["skipped"] or over or elsewhere:
+        lines += ["## Skipped, failed, not runnable and over-budget variants", ""]
         lines += [f"- **{v['name']}** ran but {v['over_budget']}" for v in over]
         lines += [f"- **{s['variant']}** skipped: {s['reason']}" for s in results["skipped"]]
+        lines += [f"- **{v['name']}** {v.get('reason', '')} (size and export parity above)" for v in elsewhere]
         lines += [f"- **{v['name']}** failed: {v.get('reason', '')}" for v in bad]
         lines.append("")
     lines += ["## Host", "", f"- CPU: {host['cpu']} ({host['logical_cpus']} logical, {host['usable_cpus']} usable); "
               f"RAM {_f(host['ram_gib'])} GiB; {host['os']}; load average {', '.join(f'{x:.1f}' for x in host['load_avg'])}",
               "- Libraries: " + ", ".join(f"{k} {v}" for k, v in host["versions"].items())]
-    if host.get("llama_cpp_build"):
-        lines.append(f"- llama.cpp build: {json.dumps(host['llama_cpp_build'], default=str)[:300]}")
+    if host.get("cpu_flags"):
+        lines.append(f"- CPU features: {', '.join(host['cpu_flags'])}")
+    builds = {v["format"]: v["runtime_build"] for v in results["variants"] if v.get("runtime_build")}
+    lines += [f"- {fmt} runtime build: {json.dumps(b, default=str)[:300]}" for fmt, b in builds.items()]
     if results["log"]:
         lines += ["", "## Log", ""] + [f"- {x}" for x in results["log"]]
     return "\n".join(lines) + "\n"

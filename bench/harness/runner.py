@@ -19,12 +19,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allava.formats import Format, Precision, get_format
 from bench.harness import accuracy, latency, roofline
 from bench.harness.cache import PredictionCache, prediction_key
 from bench.harness.hostinfo import host_facts
 from bench.harness.profiles import DeviceProfile, load_profile
 from bench.harness.suites import Suite, load_suites, parse_benchmarks
-from bench.harness.variants import GGUF_TYPES, REPO, Variant, discover, ensure_gguf, pytorch_variant, select
+from bench.harness.variants import (
+    REPO,
+    Variant,
+    discover,
+    ensure_variants,
+    fits_budget,
+    pytorch_variant,
+    select,
+    wanted_precisions,
+)
 
 LATENCY_PROMPT = "Describe the image in detail."
 
@@ -72,36 +82,27 @@ def default_paths(cfg: BenchConfig) -> None:
 
 
 def build_random_checkpoint(model: str, out: Path) -> None:
-    """A seeded random-weight checkpoint: allava-3b through bench/gguf_allava3b.py's bf16 builder, else
-    export/random_checkpoint.py."""
+    """A seeded random-weight checkpoint of the preset, written by the train stage's program
+    (bf16 at full size: 12 GB of fp32 would not fit next to the export on a 24 GB machine)."""
     if (out / "config.json").is_file():
         return
-    if model == "allava-3b":
-        code = ("import sys; sys.argv=['x']; from pathlib import Path; import bench.gguf_allava3b as g; "
-                f"g.build_checkpoint(Path({str(out)!r}))")
-    else:
-        code = (f"from export.random_checkpoint import make_random_checkpoint; "
-                f"make_random_checkpoint({str(out)!r}, preset={model!r})")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    dtype = "bf16" if model == "allava-3b" else "fp32"
+    subprocess.run([sys.executable, "-m", "train.init_checkpoint", "--preset", model, "--output-dir", str(out),
+                    "--dtype", dtype], check=True, cwd=REPO)
 
 
-BITS_PER_WEIGHT = {"F16": 16.0, "Q8_0": 8.5, "Q4_K_M": 4.9, "Q4_0": 4.5}
+def buildable(cfg: BenchConfig, profile: DeviceProfile) -> list[tuple[Format, Precision]]:
+    """What the profile and --variants want built, less what the memory budget would skip anyway.
 
-
-def _fits_after_quantizing(exports: Path, precision: str, profile: DeviceProfile, log: list[str]) -> bool:
-    """Do not spend minutes quantizing a variant the memory budget will skip anyway (estimated from F16)."""
-    from bench.harness.variants import MEM_OVERHEAD_BYTES, MEM_OVERHEAD_FRACTION
-
-    f16 = exports / "gguf" / "F16" / "manifest.json"
-    if precision == "F16" or not f16.is_file() or (exports / "gguf" / precision / "manifest.json").is_file():
-        return True
-    sizes = json.loads(f16.read_text()).get("sizes", {})
-    est = sizes.get("model", 0) * BITS_PER_WEIGHT.get(precision, 16.0) / 16 + sizes.get("mmproj", 0)
-    need = est * (1 + MEM_OVERHEAD_FRACTION) + MEM_OVERHEAD_BYTES
-    if need > profile.memory_budget_bytes:
-        log.append(f"not building gguf:{precision}: ~{need / 2**30:.2f} GiB would exceed the {profile.name} budget")
-        return False
-    return True
+    A quantizer's source precision is built when needed even if it will not fit (ensure_variants)."""
+    assert cfg.checkpoint is not None
+    out = []
+    for fmt, p in wanted_precisions(profile, cfg.variants):
+        if fits_budget(p, cfg.checkpoint, profile):
+            out.append((fmt, p))
+        else:
+            cfg.log.append(f"not building {fmt.name}:{p.name}: its estimated size would exceed the {profile.name} budget")
+    return out
 
 
 def _image_size(checkpoint: Path | None) -> int:
@@ -113,8 +114,12 @@ def _image_size(checkpoint: Path | None) -> int:
 
 
 def _variant_entry(v: Variant, profile: DeviceProfile) -> dict[str, Any]:
+    """What is known before running: identity, sizes and the export step's parity figures."""
+    parity = (v.manifest.parity or {}) if v.manifest else {}
+    bits = get_format(v.format).precision(v.precision).bits_per_weight
     return {"name": v.name, "format": v.format, "precision": v.precision, "path": str(v.path),
             "size_bytes": v.size_bytes, "lm_bytes": v.lm_bytes, "est_memory_bytes": v.est_memory_bytes,
+            "bits_per_weight": bits, "export_parity": parity.get("summary"),
             "reference": profile.is_reference(v.format, v.precision), "status": "pending", "predictions": {}}
 
 
@@ -177,6 +182,7 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
     entry["overhead"] = latency.overhead_ratio(reps)
     if entry["overhead"] is not None:
         entry["overhead"]["decode_loop"] = res.get("decode_loop")
+    entry["runtime_build"] = res.get("build_info")
     entry["prediction_errors"] = res.get("prediction_errors", 0)
     if rc == 0 and res.get("ok"):
         entry["status"] = "ok"
@@ -195,14 +201,11 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.random_init:
         build_random_checkpoint(cfg.model, cfg.checkpoint)
     have_ckpt = (cfg.checkpoint / "config.json").is_file()
-    wanted_gguf = [p for p in GGUF_TYPES.values() if profile.allows("gguf", p)
-                   and (not cfg.variants or any(w.lower() in (p.lower(), f"gguf:{p}".lower()) for w in cfg.variants))]
     if not cfg.exports.is_dir():
         cfg.log.append(f"export folder {cfg.exports} does not exist" + ("; building it" if have_ckpt and cfg.build_exports else ""))
-    wanted_gguf = [p for p in wanted_gguf if _fits_after_quantizing(cfg.exports, p, profile, cfg.log)]
-    if have_ckpt and cfg.build_exports and wanted_gguf:
-        ensure_gguf(cfg.checkpoint, cfg.exports, wanted_gguf, cfg.log)
-    variants = discover(cfg.exports)
+    if have_ckpt and cfg.build_exports:
+        ensure_variants(cfg.checkpoint, cfg.exports, buildable(cfg, profile), cfg.log)
+    variants = discover(cfg.exports, cfg.log)
     failed_pre: list[dict[str, Any]] = []
     if have_ckpt:
         variants.insert(0, pytorch_variant(cfg.checkpoint))
@@ -228,6 +231,11 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
     try:
         for v in sel.run:
             entry = _variant_entry(v, profile)
+            entries.append(entry)
+            if v.not_runnable:  # listed with its size and export parity; nothing to time or score here
+                entry.update(status="not runnable", reason=v.not_runnable, accuracy={})
+                print(f"[bench] {v.name}: {v.not_runnable}", flush=True)
+                continue
             print(f"[bench] {v.name}: running ({sum(len(s.items) for s in suites)} items, {cfg.repeats} repeats)", flush=True)
             run_variant(v, entry, suites, cfg, profile, cache, probe)
             _finish_entry(entry, suites, judge, bandwidth)
@@ -237,7 +245,6 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
             print(f"[bench] {v.name}: {entry['status']}" + (f" ({entry.get('reason', '')[:200]})" if entry["status"] != "ok" else
                   f" decode {entry['latency'].get('decode_tok_s', {}).get('median', 0):.1f} tok/s, {entry.get('wall_s', 0):.1f} s"),
                   flush=True)
-            entries.append(entry)
     finally:
         cache.close()
     entries = failed_pre + entries

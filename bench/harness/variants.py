@@ -1,9 +1,11 @@
 """Which variants exist, which a device may run, and building the missing ones.
 
-Why through manifests and subprocesses: the export contract says a variant folder describes itself
-(manifest.json: format, precision, files, sizes, source checkpoint), so discovery needs no naming
-convention; and missing exports are built by running export/to_gguf.py and quantize/run.py as
-programs, so the bench never depends on another stage's internals.
+Why through manifests, the format table and subprocesses: a variant folder describes itself (its
+manifest: format, precision, files, sizes, source checkpoint), so discovery needs no naming
+convention; the format table (allava/formats.py) says which precisions a format has, which stage
+program writes each and what it should cost; and missing variants are built by running those
+programs, so the bench never depends on another stage's internals and a new format needs no code
+here.
 """
 
 from __future__ import annotations
@@ -11,19 +13,18 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allava.formats import REFERENCE, Format, Precision, all_formats, get_format
+from allava.variant import Manifest, ManifestError, find_manifests, manifest_mtime
 from bench.harness.profiles import DeviceProfile
 
 REPO = Path(__file__).resolve().parents[2]
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 # working memory on top of the weights (KV cache, activations, runtime, Python): fraction + constant
 MEM_OVERHEAD_FRACTION = 0.15
 MEM_OVERHEAD_BYTES = 300 * 2**20
-GGUF_TYPES = {"f16": "F16", "q8_0": "Q8_0", "q4_k_m": "Q4_K_M", "q4_0": "Q4_0"}
 
 
 @dataclass
@@ -37,69 +38,71 @@ class Variant:
     lm_bytes: int  # language-model weight bytes read per decoded token (roofline)
     est_memory_bytes: int  # what loading it should cost (memory-budget check)
     files: list[Path] = field(default_factory=list)
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
 
     @property
     def name(self) -> str:
         return f"{self.format}:{self.precision}"
 
-
-def _safetensors_numel(path: Path) -> tuple[int, int]:
-    """(all parameters, language-model parameters) from a safetensors header, without loading it."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    total = lm = 0
-    for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        numel = 1
-        for d in meta["shape"]:
-            numel *= d
-        total += numel
-        if "language_model" in key or key.startswith("lm_head"):
-            lm += numel
-    return total, lm
+    @property
+    def not_runnable(self) -> str | None:
+        """Why this host cannot run the variant (from the format table), or None."""
+        return get_format(self.format).not_runnable_reason()
 
 
-def pytorch_variant(checkpoint: Path) -> Variant:
-    """The FP32 reference: runtimes/torch_runtime loads every checkpoint as float32."""
+def with_overhead(weight_bytes: int) -> int:
+    return int(weight_bytes * (1 + MEM_OVERHEAD_FRACTION) + MEM_OVERHEAD_BYTES)
+
+
+def checkpoint_params(checkpoint: Path) -> tuple[int, int]:
+    """(language-model parameters, all other parameters) from the safetensors headers, without loading."""
     files = sorted(checkpoint.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{checkpoint}: no *.safetensors weights")
     total = lm = 0
-    for f in files:
-        t, lmn = _safetensors_numel(f)
-        total, lm = total + t, lm + lmn
-    fp32 = total * 4
+    for path in files:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            numel = 1
+            for d in meta["shape"]:
+                numel *= d
+            total += numel
+            if "language_model" in key or key.startswith("lm_head"):
+                lm += numel
+    return lm, total - lm
+
+
+def pytorch_variant(checkpoint: Path) -> Variant:
+    """The reference: runtimes/torch_runtime loads the checkpoint in its table precision (FP32)."""
+    prec = get_format(REFERENCE).precisions[0]
+    files = sorted(checkpoint.glob("*.safetensors"))
+    lm, other = checkpoint_params(checkpoint)
     on_disk = sum(f.stat().st_size for f in files) + (checkpoint / "config.json").stat().st_size
-    return Variant("pytorch", "FP32", checkpoint, on_disk, lm * 4, _with_overhead(fp32),
-                   [checkpoint / "config.json", *files])
-
-
-def _with_overhead(weight_bytes: int) -> int:
-    return int(weight_bytes * (1 + MEM_OVERHEAD_FRACTION) + MEM_OVERHEAD_BYTES)
+    return Variant(REFERENCE, prec.name, checkpoint, on_disk, int(lm * prec.bits_per_weight / 8),
+                   with_overhead(prec.estimate_bytes(lm, other)), [checkpoint / "config.json", *files])
 
 
 def export_variant(vdir: Path) -> Variant:
-    man = json.loads((vdir / "manifest.json").read_text())
-    files = [vdir / f for f in man.get("files", {}).values()]
-    sizes = man.get("sizes", {})
-    total = int(sizes.get("total") or sum(f.stat().st_size for f in files if f.is_file()))
-    lm = int(sizes.get("model") or total)
-    return Variant(man["format"], str(man["precision"]).upper(), vdir, total, lm, _with_overhead(total), files, man)
+    man = Manifest.read(vdir)
+    get_format(man.format)  # an unknown format fails here, with the known ones listed
+    total = man.total_bytes or sum(f.stat().st_size for f in man.paths(vdir) if f.is_file())
+    return Variant(man.format, man.precision.upper(), vdir, total, man.lm_bytes, with_overhead(total),
+                   man.paths(vdir), man)
 
 
-def discover(exports: Path) -> list[Variant]:
-    """Every variant folder (a manifest.json) under ``exports``, in a stable order."""
-    if not exports.is_dir():
-        return []
+def discover(exports: Path, log: list[str] | None = None) -> list[Variant]:
+    """Every variant folder (one with a manifest) under ``exports``, in a stable order."""
     out = []
-    for mf in sorted(exports.rglob("manifest.json")):
+    for vdir in find_manifests(exports):
         try:
-            out.append(export_variant(mf.parent))
-        except (KeyError, ValueError, OSError):
-            continue  # a folder that is not (yet) a variant; export writes manifests last
+            out.append(export_variant(vdir))
+        except (KeyError, ManifestError, OSError) as exc:  # not (yet) a variant, or a format nobody registered
+            if log is not None:
+                log.append(f"ignored {vdir}: {exc}")
     return out
 
 
@@ -107,6 +110,10 @@ def discover(exports: Path) -> list[Variant]:
 class Selection:
     run: list[Variant]
     skipped: list[dict[str, Any]]  # {"variant", "path", "reason"}
+
+
+def _wanted(name: str, precision: str, wanted: list[str] | None) -> bool:
+    return not wanted or any(w.lower() in (name.lower(), precision.lower()) for w in wanted)
 
 
 def select(variants: list[Variant], profile: DeviceProfile, wanted: list[str] | None) -> Selection:
@@ -118,9 +125,7 @@ def select(variants: list[Variant], profile: DeviceProfile, wanted: list[str] | 
     budget = profile.memory_budget_bytes
     for v in variants:
         ref = profile.is_reference(v.format, v.precision)
-        if wanted and not ref and not any(w.lower() in (v.name.lower(), v.precision.lower()) for w in wanted):
-            continue
-        if not ref and not profile.allows(v.format, v.precision):
+        if not ref and not (_wanted(v.name, v.precision, wanted) and profile.allows(v.format, v.precision)):
             continue
         if v.est_memory_bytes > budget:
             skipped.append({"variant": v.name, "path": str(v.path), "size_bytes": v.size_bytes,
@@ -132,34 +137,57 @@ def select(variants: list[Variant], profile: DeviceProfile, wanted: list[str] | 
     return Selection(run, skipped)
 
 
-def _stale(vdir: Path, checkpoint: Path) -> bool:
+def wanted_precisions(profile: DeviceProfile, wanted: list[str] | None) -> list[tuple[Format, Precision]]:
+    """Every (format, precision) of the table that the profile allows and --variants asks for."""
+    return [(fmt, p) for fmt in all_formats() if fmt.name != REFERENCE for p in fmt.precisions
+            if profile.allows(fmt.name, p.name) and _wanted(f"{fmt.name}:{p.name}", p.name, wanted)]
+
+
+def fits_budget(precision: Precision, checkpoint: Path, profile: DeviceProfile) -> bool:
+    """Would the variant fit the memory budget? Estimated from the table's bits per weight, so no
+    minutes are spent building a variant the budget will skip anyway."""
+    lm, other = checkpoint_params(checkpoint)
+    return with_overhead(precision.estimate_bytes(lm, other)) <= profile.memory_budget_bytes
+
+
+def _stale(v: Variant, checkpoint: Path) -> bool:
     """An export made from another checkpoint, or before the checkpoint's weights last changed."""
-    try:
-        man = json.loads((vdir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return True
-    src = Path(man.get("source", {}).get("checkpoint", ""))
+    src = Path(v.manifest.source.get("checkpoint", "")) if v.manifest else Path()
     if src.resolve() != checkpoint.resolve():
         return True
     newest = max((p.stat().st_mtime for p in checkpoint.glob("*.safetensors")), default=0.0)
-    return newest > (vdir / "manifest.json").stat().st_mtime
+    return newest > manifest_mtime(v.path)
 
 
-def ensure_gguf(checkpoint: Path, exports: Path, precisions: list[str], log: list[str]) -> None:
-    """Build missing or stale GGUF variants under ``exports/gguf`` by running the export stage's CLIs.
+def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, Precision]], log: list[str]) -> None:
+    """Build missing or stale variants with the stage programs the format table names.
 
-    F16 comes from export/to_gguf.py; the others from quantize/run.py (which quantizes the F16/F32 folder).
-    Failures are logged, not raised: the run goes on and the missing variants are reported."""
-    gg = exports / "gguf"
-    wanted = [GGUF_TYPES.get(p.lower(), p.upper()) for p in precisions]
-    need_f16 = "F16" in wanted or any(not (gg / w / "manifest.json").is_file() for w in wanted)
-    if need_f16 and _stale(gg / "F16", checkpoint):
-        _run([sys.executable, str(REPO / "export/to_gguf.py"), str(checkpoint), "--outdir", str(gg),
-             "--outtype", "f16"], log, "export F16")
-    todo = [w for w in wanted if w != "F16" and ((not (gg / w / "manifest.json").is_file()) or _stale(gg / w, checkpoint))]
-    if todo and (gg / "F16" / "manifest.json").is_file():
-        _run([sys.executable, str(REPO / "quantize/run.py"), "--format", "gguf", "--types", ",".join(t.lower() for t in todo),
-              "--export", str(gg)], log, f"quantize {','.join(todo)}")
+    Export-made precisions come from the format's export command; the others from its quantize
+    command, after the export precision it quantizes from (``quantize_source``) exists. Failures
+    are logged, not raised: the run goes on and reports what is missing."""
+    by_format: dict[str, list[Precision]] = {}
+    for fmt, p in wanted:
+        by_format.setdefault(fmt.name, []).append(p)
+    for name, precisions in by_format.items():
+        fmt = get_format(name)
+        outdir = exports / fmt.folder if fmt.folder else exports
+        fresh = {v.precision for v in discover(outdir) if v.format == name and not _stale(v, checkpoint)}
+        todo = [p for p in precisions if p.name.upper() not in fresh]
+        quantized = [p for p in todo if p.made_by[0] == "quantize" and fmt.quantize]
+        exported = [p for p in todo if p not in quantized and "export" in p.made_by and fmt.export]
+        source = fmt.precision(fmt.quantize_source) if quantized and fmt.quantize_source else None
+        if source is not None and source.name not in fresh and source not in exported:
+            exported.insert(0, source)
+        for p in exported:
+            assert fmt.export is not None
+            ok = _run(fmt.export.argv(checkpoint=str(checkpoint), outdir=str(outdir), precision=p.cli), log,
+                      f"export {name}:{p.name}")
+            if ok:
+                fresh.add(p.name)
+        if quantized and (source is None or source.name in fresh):
+            assert fmt.quantize is not None
+            _run(fmt.quantize.argv(outdir=str(outdir), precisions=",".join(p.cli for p in quantized)), log,
+                 f"quantize {name}:{','.join(p.name for p in quantized)}")
 
 
 def _run(cmd: list[str], log: list[str], what: str) -> bool:

@@ -48,42 +48,18 @@ def _probe_image(size: int):
 
 
 def _perf(rt: Any) -> dict[str, float] | None:
-    """llama.cpp's own counters for the last generation (llama_perf_context), when the runtime is llama.cpp."""
-    ctx = getattr(rt, "ctx", None)
-    if ctx is None or getattr(rt, "format", "") != "gguf":
-        return None
-    import llama_cpp
-
-    pc = llama_cpp.llama_perf_context(ctx)
-    return {"t_p_eval_ms": pc.t_p_eval_ms, "n_p_eval": pc.n_p_eval, "t_eval_ms": pc.t_eval_ms, "n_eval": pc.n_eval}
+    """The runtime's own counters for the last generation, when it has them (e.g. llama.cpp's perf context)."""
+    return rt.perf_counters() if rt.supports("perf_counters") else None
 
 
 def _perf_reset(rt: Any) -> None:
-    ctx = getattr(rt, "ctx", None)
-    if ctx is not None and getattr(rt, "format", "") == "gguf":
-        import llama_cpp
-
-        llama_cpp.llama_perf_context_reset(ctx)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS in MiB from /proc (VmHWM).
-
-    Not ru_maxrss: Linux carries ru_maxrss over fork and execve, so a worker started by a parent
-    that had imported torch would report the parent's peak. VmHWM belongs to the new address space."""
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if rt.supports("perf_counters"):
+        rt.reset_perf_counters()
 
 
 def run(job: dict[str, Any], out_dir: Path) -> int:
     from runtimes import load_runtime
+    from runtimes.base import peak_rss_mb
 
     result: dict[str, Any] = {"ok": False, "pid": os.getpid()}
     res_path = out_dir / "result.json"
@@ -105,7 +81,8 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
         dump()
         return 2
     result["rss_after_load_mb"] = peak_rss_mb()
-    result["decode_loop"] = getattr(rt, "decode_loop", None)  # llama.cpp: "native" (C) or "python"
+    result["decode_loop"] = getattr(rt, "decode_loop", None)  # e.g. a compiled or an interpreted decode loop
+    result["build_info"] = rt.build_info() if rt.supports("build_info") else None
     lat = job["latency"]
     try:
         if lat["repeats"] > 0:

@@ -3,7 +3,8 @@
 The server (http.server in a daemon thread) answers by recognising each protocol's prompt, stops
 when the test ends and also by itself after 60 s. Checks: every judged benchmark yields a score,
 prompts and replies are logged, the cache answers reruns, an unparsable MM-Vet reply is re-asked
-and then scored 0 (counted), and a dead judge is counted rather than crashing the run.
+and then scored 0 (counted), and a dead judge is counted rather than crashing the run. The shared scripted server
+(``allava.openai_stub``) checks the bounded retries and a refused key.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from allava.openai_stub import StubServer
 from bench.benchmarks import get_adapter
-from bench.judge import JudgeClient
+from bench.judge import JudgeClient, JudgeError
 
 DATA = Path(__file__).parent / "data"
 
@@ -132,3 +134,23 @@ def test_dead_judge_is_counted_not_fatal(tmp_path: Path) -> None:
     res = ad.score(ad.load(DATA / "llava_bench"), {"0": "x", "1": "y"}, judge=judge)
     assert res.counts["judge_errors"] == 2 and res.headline is None
     assert all(json.loads(line)["error"] for line in (tmp_path / "log.jsonl").read_text().splitlines())
+
+
+def test_judge_gives_up_after_bounded_retries_and_at_once_on_a_refused_key(tmp_path: Path, monkeypatch) -> None:
+    wrong = "sk-judge-WRONG-0123456789"
+    monkeypatch.setenv("ALLAVA_JUDGE_API_KEY", wrong)
+    log = tmp_path / "log.jsonl"
+    with StubServer(lambda key: "always500", lifetime=60) as server:
+        judge = JudgeClient("j", server.base_url, cache_dir=tmp_path / "c", log_path=log, max_retries=2, backoff_s=0.01)
+        with pytest.raises(JudgeError, match="after 3 attempt"):
+            judge.ask("Grade this.", tag="t500")
+        assert [s for a in server.attempts.values() for _, s in a] == [500] * 3
+    assert (judge.stats.calls, judge.stats.retries, judge.stats.failures) == (3, 2, 1)
+    with StubServer(api_key="sk-judge-RIGHT-9876543210", lifetime=60) as server:  # echoes the wrong key back
+        judge = JudgeClient("j", server.base_url, cache_dir=tmp_path / "c", log_path=log, max_retries=4, backoff_s=0.01)
+        with pytest.raises(JudgeError, match="HTTP 401") as exc:
+            judge.ask("Grade this.", tag="t401")
+        assert server.auth_headers == {f"Bearer {wrong}"}
+    assert (judge.stats.calls, judge.stats.retries, judge.stats.failures) == (1, 0, 1)
+    assert wrong not in str(exc.value) and wrong not in log.read_text()
+    assert [json.loads(line)["attempts"] for line in log.read_text().splitlines()] == [3, 1]

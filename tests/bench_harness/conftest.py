@@ -14,11 +14,11 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_setup(tmp_path_factory) -> dict[str, Path]:
     """checkpoint (random tiny), world (3 held-out scenes) and exports/gguf/{F16,Q4_0}."""
+    from allava.modeling import save_random_checkpoint
     from allava.world import WorldSpec, build_world
-    from export.random_checkpoint import make_random_checkpoint
 
     root = tmp_path_factory.mktemp("bench_harness")
-    ckpt = make_random_checkpoint(root / "ckpt")
+    ckpt = save_random_checkpoint(root / "ckpt")
     world = root / "world"
     build_world(world, WorldSpec(train_scenes=2, heldout_scenes=3, text_records=2), progress=False)
     exports = root / "exports"

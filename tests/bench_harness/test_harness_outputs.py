@@ -17,7 +17,7 @@ def _variant(name: str, score: float, dec: float, status: str = "ok", **kw) -> d
     return {"name": name, "format": fmt, "precision": prec, "path": "/x", "size_bytes": 2**20 * (20 if fmt == "pytorch" else 5),
             "lm_bytes": 2**20, "reference": fmt == "pytorch", "status": status, "load_s": 0.1, "peak_rss_mb": 300.0,
             "latency": {"decode_tok_s": {"median": dec, "std": 1.0}, "ttft_ms": {"median": 50.0}},
-            "roofline": {"fraction": 0.5}, "overhead": {"ratio": 0.97, "llama_decode_tok_s": dec / 0.97} if fmt == "gguf" else None,
+            "roofline": {"fraction": 0.5}, "overhead": {"ratio": 0.97, "native_decode_tok_s": dec / 0.97} if fmt == "gguf" else None,
             "predictions": {"world": {"a": "red", "b": "2" if score > 75 else "3"}},
             "accuracy": {"world": {"headline": score, "status": "ok"},
                          "mmvet": {"headline": None, "status": "not scored: no judge"}} if status == "ok" else {}, **kw}
@@ -42,7 +42,7 @@ def fake_results() -> dict:
             "judge_base_url": None, "benchmarks": benches, "variants": vs,
             "skipped": [{"variant": "gguf:F16", "path": "/f", "size_bytes": 2**33, "reason": "does not fit the mobile memory budget"}],
             "host": {"cpu": "test cpu", "logical_cpus": 2, "usable_cpus": 2, "ram_gib": 8.0, "os": "linux",
-                     "load_avg": (0.0, 0.0, 0.0), "versions": {"python": "3"}, "llama_cpp_build": None},
+                     "load_avg": (0.0, 0.0, 0.0), "versions": {"python": "3"}},
             "log": [], "elapsed_s": 1.0}
 
 
@@ -65,7 +65,7 @@ def test_report_csv_plot(tmp_path):
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     cols = rows[0].keys()
     for c in ("variant", "status", "reason", "load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s",
-              "peak_rss_mb", "size_mib", "roofline_fraction", "llama_overhead_ratio", "score:world", "delta:world",
+              "peak_rss_mb", "size_mib", "roofline_fraction", "native_overhead_ratio", "score:world", "delta:world",
               "agree_exact:world", "agree_token_f1:world", "score:mmvet"):
         assert c in cols
     by = {r["variant"]: r for r in rows}

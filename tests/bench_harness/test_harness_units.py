@@ -76,7 +76,7 @@ def test_latency_summary_and_overhead():
     s = latency.summarize(reps)
     assert s["decode_tok_s"]["median"] == 95.0 and s["decode_tok_s"]["min"] == 90.0 and s["ttft_ms"]["std"] == 0.0
     ov = latency.overhead_ratio(reps)
-    assert ov is not None and ov["ratio"] == pytest.approx(0.95) and ov["llama_decode_tok_s"] == pytest.approx(100.0)
+    assert ov is not None and ov["ratio"] == pytest.approx(0.95) and ov["native_decode_tok_s"] == pytest.approx(100.0)
     assert latency.overhead_ratio([{"decode_tok_s": 5.0, "perf": None}]) is None
 
 

@@ -53,9 +53,9 @@ def reference(tiny_ckpt, prompts):
 
 @pytest.fixture(scope="module", autouse=True)
 def _require_patched_build():
-    from runtimes.llamacpp_runtime import build_info
+    from runtimes.llamacpp_runtime import LlamaCppRuntime
 
-    info = build_info()
+    info = LlamaCppRuntime.build_info()
     if not info["patched"]:
         pytest.fail("the installed llama-cpp-python lacks patches/llama-cpp-python (CLS-order fix): "
                     "run scripts/build_llama_cpp.sh")
@@ -77,14 +77,13 @@ def test_gguf_matches_pytorch(precision, gguf_dir, prompts, reference):
 
 @pytest.mark.slow
 def test_check_cli_fills_manifest(tiny_ckpt, gguf_dir):
-    import json
-
+    from allava.variant import Manifest
     from export.check import main
 
     assert main([str(tiny_ckpt), str(gguf_dir / "F16"), "-n", "3", "--quiet", "--no-stock",
                  "--threads", str(THREADS)]) == 0
-    parity = json.loads((gguf_dir / "F16" / "manifest.json").read_text())["parity"]
-    assert parity["patched"]["n_prompts"] == 3 and parity["build"]["patched"] is True
+    parity = Manifest.read(gguf_dir / "F16").parity
+    assert parity["summary"]["n_prompts"] == 3 and parity["build"]["patched"] is True
 
 
 STOCK = REPO / ".cache/llama-cpp-stock"
@@ -108,7 +107,7 @@ def test_stock_build_is_measured_not_failed(tiny_ckpt, gguf_dir):
 
 def _trained_variants(tmp_path_factory):
     from export.to_gguf import export_gguf
-    from quantize.run import quantize_gguf
+    from quantize.gguf_quantizer import quantize_gguf
 
     out = tmp_path_factory.mktemp("trained-gguf")
     export_gguf(TRAINED, out, "f32")

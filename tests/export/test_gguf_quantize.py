@@ -48,14 +48,13 @@ def test_quantized_variant_loads_and_generates(quantized: Path, precision: str):
 
 
 def test_quantize_truncated_source_fails_cleanly(gguf_dir: Path, tmp_path: Path):
-    from export.checkpoint import ExportError
-    from quantize.run import quantize_gguf
+    from quantize.gguf_quantizer import QuantizeError, quantize_gguf
 
     src = tmp_path / "F16"
     shutil.copytree(gguf_dir / "F16", src)
     lm = next(src.glob("tiny-random-F16.gguf"))
     lm.write_bytes(lm.read_bytes()[: lm.stat().st_size // 2])
-    with pytest.raises(ExportError, match="failed"):
+    with pytest.raises(QuantizeError, match="failed"):
         quantize_gguf(src, "q4_0")
     assert not (tmp_path / "Q4_0").exists(), "partial output left behind"
 

@@ -22,15 +22,21 @@ def _prompt():
     return synthetic_prompts(1, 96, seed=7)[0]
 
 
-def test_registry_and_format_detection(tiny_ckpt: Path, gguf_dir: Path):
-    from runtimes import REGISTRY, detect_format, runtime_class
+def test_format_detection_reads_the_manifest_only(tiny_ckpt: Path, gguf_dir: Path):
+    from allava.formats import UnknownFormatError
+    from runtimes import detect_format, load_runtime, runtime_class
+    from runtimes.torch_runtime import TorchRuntime
 
-    assert {"pytorch", "gguf"} <= set(REGISTRY)
-    assert detect_format(tiny_ckpt) == "pytorch" and detect_format(gguf_dir / "F16") == "gguf"
-    with pytest.raises(KeyError, match="no runtime"):
+    assert detect_format(gguf_dir / "F16") == "gguf"
+    assert runtime_class("pytorch") is TorchRuntime
+    with pytest.raises(UnknownFormatError, match="unknown format 'tflite'; known: .*gguf.*pytorch"):
         runtime_class("tflite")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="not an export variant"):
         detect_format(gguf_dir)
+    # a transformers folder is not guessed to be the reference (a GPTQ folder has a config.json too)
+    with pytest.raises(FileNotFoundError, match="without a variant manifest.*fmt='pytorch'"):
+        load_runtime(tiny_ckpt)
+    assert load_runtime(tiny_ckpt, 1, fmt="pytorch").format == "pytorch"
 
 
 def test_torch_runtime_equals_hf_generate(tiny_ckpt: Path):
@@ -60,10 +66,10 @@ def _check_timings(t):
 @needs_llama
 def test_llamacpp_runtime_interface(tiny_ckpt: Path, gguf_dir: Path):
     from runtimes import load_runtime
-    from runtimes.llamacpp_runtime import build_info
+    from runtimes.llamacpp_runtime import LlamaCppRuntime
 
     p = _prompt()
-    ref = load_runtime(tiny_ckpt, THREADS)
+    ref = load_runtime(tiny_ckpt, THREADS, fmt="pytorch")
     with load_runtime(gguf_dir / "F32", threads=1) as rt:
         assert rt.threads == 1
         res = rt.generate(p.image, p.prompt, 12)
@@ -79,7 +85,7 @@ def test_llamacpp_runtime_interface(tiny_ckpt: Path, gguf_dir: Path):
         emb = rt.image_embeddings(p.image)
         ref_emb = ref.image_embeddings(p.image)
         assert emb.shape == ref_emb.shape
-        if build_info()["patched"]:
+        if LlamaCppRuntime.build_info()["patched"]:
             assert np.abs(emb - ref_emb).max() < 5e-3
 
 

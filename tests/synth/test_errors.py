@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.stub_server import StubServer
+from allava.openai_stub import StubServer
 from tests.synth.conftest import API_KEY, run_cli
 
 

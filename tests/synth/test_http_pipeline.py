@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from allava.openai_stub import StubServer
 from allava.schema import load_records
-from synth.stub_server import StubServer
 from tests.synth.conftest import API_KEY, laion_key, make_images, run_cli
 
 PRICE_IN, PRICE_OUT = 2.5, 10.0

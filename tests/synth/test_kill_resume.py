@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from synth.stub_server import StubServer
+from allava.openai_stub import StubServer
 from tests.synth.conftest import API_KEY, RUN, laion_key, make_images, run_cli
 from tests.synth.test_http_pipeline import behaviour_for
 

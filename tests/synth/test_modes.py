@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from allava.openai_stub import StubServer
 from allava.schema import load_records
 from synth.cli import main
-from synth.stub_server import StubServer
 from tests.synth.conftest import API_KEY, make_images, run_cli
 
 

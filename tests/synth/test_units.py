@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from synth.backoff import RetryPolicy, retry_after_seconds
+from allava.openai_client import RetryPolicy, retry_after_seconds
 from synth.inputs import rows_from_folder, rows_from_manifest, scan
 from synth.journal import Journal, read_journal
 from synth.parsing import Rejected, parse_response

@@ -146,7 +146,7 @@ def test_cached_vision_features_give_the_pixel_paths_loss_and_gradients(trained)
     from transformers import LlavaForConditionalGeneration
 
     from train.data import IGNORE_INDEX
-    from train.features import embed_with_features, vision_features
+    from train.features import encoder_outputs_from_features, vision_features
     from train.trainer import label_token_loss
 
     model = LlavaForConditionalGeneration.from_pretrained(trained).float()
@@ -163,14 +163,15 @@ def test_cached_vision_features_give_the_pixel_paths_loss_and_gradients(trained)
     batch = {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
     features = vision_features(model, pixels, None, progress=False)
     assert features.shape == (2, n_img, model.config.vision_config.hidden_size)
-    cached = {k: v for k, v in batch.items() if k != "input_ids"}
-    cached["inputs_embeds"] = None
+    # the LLaVA feature layer with CLS dropped, bit for bit (the earlier hand-written selection)
+    with torch.no_grad():
+        hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states
+    assert torch.equal(features, hidden[model.config.vision_feature_layer][:, 1:])
     results = []
     for use_cache in (False, True):
         model.zero_grad()
         if use_cache:
-            cached["inputs_embeds"] = embed_with_features(model, ids, features)
-            loss = label_token_loss(model, cached)
+            loss = label_token_loss(model, {**batch, "mm_encoder_outputs": encoder_outputs_from_features(model, features)})
         else:
             loss = label_token_loss(model, {**batch, "pixel_values": pixels})
         loss.backward()
@@ -180,7 +181,8 @@ def test_cached_vision_features_give_the_pixel_paths_loss_and_gradients(trained)
     assert set(ref_g) == set(got_g) and any("multi_modal_projector" in n for n in got_g)
     assert max((ref_g[n] - got_g[n]).abs().max().item() for n in ref_g) <= 1e-5
     with pytest.raises(ValueError, match="image tokens"):
-        embed_with_features(model, ids[:, n_img:], features)
+        label_token_loss(model, {"input_ids": ids[:, n_img:], "labels": labels[:, n_img:],
+                                 "mm_encoder_outputs": encoder_outputs_from_features(model, features)})
 
 
 def _run_cli(args: list[str], cwd: Path = REPO, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,7 +1,12 @@
-"""A scripted chat-completions server on 127.0.0.1 for tests, the benchmark and offline rehearsals.
+"""A scripted OpenAI-compatible server on 127.0.0.1 for tests, benchmarks and offline rehearsals.
 
-Behaviour is scripted per item (the client sends ``X-Synth-Item: <key>``): ``ok``, ``429`` /
-``500`` / ``timeout`` on the first attempt then ok, ``malformed``, ``refuse``, ``truncate``. It
+It lives in the core package because several stages test against it (synth, the bench judge, the
+shared client) and the bench must not import the synth stage's modules. It is a real HTTP server,
+so what is tested is the real SDK on the wire (headers, status codes, Retry-After), not a mock.
+
+Behaviour is scripted per item (the client sends ``X-Synth-Item: <key>``; without it the key is a
+hash of the body): ``ok``, ``429`` / ``500`` / ``timeout`` on the first attempt then ok,
+``always429`` / ``always500`` on every attempt, ``malformed``, ``refuse``, ``truncate``. It
 counts the usage of every 200 it actually sends, so a test can check the client's token totals
 exactly. It also speaks just enough of the Files + Batches API for the batch mode. It runs in a
 daemon thread and shuts itself down after ``lifetime`` seconds even if nobody stops it.
@@ -19,7 +24,7 @@ from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-BEHAVIOURS = ("ok", "429", "500", "timeout", "malformed", "refuse", "truncate")
+BEHAVIOURS = ("ok", "429", "500", "always429", "always500", "timeout", "malformed", "refuse", "truncate")
 
 
 def scripted_usage(key: str) -> tuple[int, int]:
@@ -119,6 +124,8 @@ class StubServer:
             n = len(self.attempts.setdefault(key, []))
             behaviour = self.script(key)
             first = n == 0
+            if behaviour.startswith("always"):  # fails on every attempt: exercises the retry bound
+                behaviour, first = behaviour.removeprefix("always"), True
             if behaviour == "429" and first:
                 status, headers, body = 429, {"Retry-After": self.retry_after}, {"error": {"message": "rate limited", "type": "requests", "code": "rate_limit_exceeded"}}
             elif behaviour == "500" and first:

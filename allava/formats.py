@@ -1,0 +1,195 @@
+"""The format table: every export format the toolkit knows, in one place.
+
+Why one table: the quantizer, the runtime registry, the bench (which variants to build, how to
+build them, what they should cost in memory) and the report all need the same facts about a
+format. Kept here, adding a format is one entry (plus its exporter, runtime and a device-profile
+line), and nothing else changes. An entry names the stage programs and the runtime class by module
+path, so the core package never imports a stage.
+
+Plug-ins: a module outside this repository can add entries with :func:`register`; it is loaded in
+every process (the bench's workers included) when named in ``ALLAVA_FORMATS`` (comma-separated
+module names) or declared under the ``allava_edge.formats`` entry-point group of an installed
+package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+PLUGIN_ENV = "ALLAVA_FORMATS"
+ENTRY_POINT_GROUP = "allava_edge.formats"
+REFERENCE = "pytorch"  # the format every parity and accuracy delta is measured against
+
+
+class UnknownFormatError(KeyError):
+    """A format or precision name the table does not hold; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One precision of a format.
+
+    ``bits_per_weight`` is the language model's average storage per weight (scales included, as
+    llama.cpp and GPTQ quote it); ``vision_bits`` what the vision tower and projector are kept at.
+    Both serve estimates only (memory budget before building, sizes in the report); measured sizes
+    come from the manifest once the variant exists."""
+
+    name: str  # as manifests and reports spell it, e.g. "Q4_K_M"
+    bits_per_weight: float
+    made_by: tuple[str, ...]  # stages that write it: "export", "quantize"; the first is what the bench runs
+    vision_bits: float = 16.0
+
+    @property
+    def cli(self) -> str:
+        """The value the stage commands take (``--outtype f16``, ``--types q4_k_m``)."""
+        return self.name.lower()
+
+    def estimate_bytes(self, lm_params: int, other_params: int) -> int:
+        return int(lm_params * self.bits_per_weight / 8 + other_params * self.vision_bits / 8)
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """A stage program, run as ``python -m MODULE ARGS``; ARGS may hold {checkpoint}, {outdir},
+    {precision} (one precision's cli value) and {precisions} (comma-separated)."""
+
+    module: str
+    args: tuple[str, ...]
+
+    def argv(self, **values: str) -> list[str]:
+        return [sys.executable, "-m", self.module, *(a.format(**values) for a in self.args)]
+
+
+@dataclass(frozen=True)
+class HostNeed:
+    """Something a host must have to run a format: the report prints "needs <what>" when unmet."""
+
+    what: str
+    met: Callable[[], bool]
+
+
+def needs_module(module: str, what: str) -> HostNeed:
+    return HostNeed(what, lambda: importlib.util.find_spec(module) is not None)
+
+
+def needs_platform(platform: str, what: str) -> HostNeed:
+    return HostNeed(what, lambda: sys.platform == platform)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # the manifest's "format"
+    runtime: str  # "module:Class" implementing runtimes.base.Runtime
+    precisions: tuple[Precision, ...]
+    folder: str = ""  # sub-folder of an export folder the stage commands write into
+    export: StageCommand | None = None
+    quantize: StageCommand | None = None
+    quantize_source: str | None = None  # the export precision the bench builds for the quantizer to read
+    host_needs: tuple[HostNeed, ...] = ()
+    runs_with: str = ""  # the engine, for people: "llama.cpp (llama-cpp-python)"
+    libraries: tuple[str, ...] = ()  # distributions whose versions a benchmark report records
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def precision(self, name: str) -> Precision:
+        for p in self.precisions:
+            if p.name.lower() == name.lower():
+                return p
+        raise UnknownFormatError(f"format {self.name!r} has no precision {name!r}; "
+                                 f"known: {', '.join(p.name for p in self.precisions)}")
+
+    def made_by(self, stage: str) -> list[Precision]:
+        """Precisions the stage ("export" or "quantize") can write: its CLI's choices."""
+        return [p for p in self.precisions if stage in p.made_by]
+
+    def unmet_needs(self) -> list[str]:
+        return [n.what for n in self.host_needs if not n.met()]
+
+    def not_runnable_reason(self) -> str | None:
+        """None when this host can run the format, else "not runnable here: needs X, Y"."""
+        unmet = self.unmet_needs()
+        return f"not runnable here: needs {', '.join(unmet)}" if unmet else None
+
+    def runtime_class(self) -> type:
+        mod, cls = self.runtime.split(":")
+        return getattr(importlib.import_module(mod), cls)
+
+
+_TABLE: dict[str, Format] = {}
+_plugins_loaded = False
+
+
+def register(fmt: Format) -> Format:
+    """Add (or replace) a table entry; returns it so a plug-in can keep a handle."""
+    _TABLE[fmt.name] = fmt
+    return fmt
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for name in filter(None, (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(","))):
+        importlib.import_module(name)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def all_formats() -> list[Format]:
+    _load_plugins()
+    return list(_TABLE.values())
+
+
+def get_format(name: str) -> Format:
+    _load_plugins()
+    if name not in _TABLE:
+        raise UnknownFormatError(f"unknown format {name!r}; known: {', '.join(sorted(_TABLE))}")
+    return _TABLE[name]
+
+
+# -- the built-in entries ------------------------------------------------------------------------
+
+register(Format(
+    name=REFERENCE,
+    runtime="runtimes.torch_runtime:TorchRuntime",
+    precisions=(Precision("FP32", 32.0, (), vision_bits=32.0),),
+    host_needs=(needs_module("torch", "PyTorch"),),
+    runs_with="transformers LlavaForConditionalGeneration",
+    libraries=("torch", "transformers"),
+    description="the Hugging Face model folder itself; the reference of every parity and accuracy delta",
+))
+
+_GGUF_QUANT_BITS = {  # llama.cpp's quoted average bits per weight for each mix (language model)
+    "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54, "Q5_0": 5.5, "Q5_1": 6.0, "Q4_K_M": 4.9, "Q4_K_S": 4.58,
+    "Q4_0": 4.5, "Q4_1": 5.0, "Q3_K_M": 3.91, "Q2_K": 2.96,
+}
+register(Format(
+    name="gguf",
+    runtime="runtimes.llamacpp_runtime:LlamaCppRuntime",
+    precisions=(
+        Precision("F32", 32.0, ("export",), vision_bits=32.0),
+        Precision("F16", 16.0, ("export",)),
+        Precision("BF16", 16.0, ("export",)),
+        Precision("Q8_0", 8.5, ("quantize", "export")),  # llama.cpp's quantizer; the writer can too
+        *(Precision(name, bits, ("quantize",)) for name, bits in _GGUF_QUANT_BITS.items()),
+    ),
+    folder="gguf",
+    export=StageCommand("export.to_gguf", ("{checkpoint}", "--outdir", "{outdir}", "--outtype", "{precision}")),
+    quantize=StageCommand("quantize.gguf_quantizer", ("--types", "{precisions}", "--export", "{outdir}")),
+    quantize_source="F16",
+    host_needs=(needs_module("llama_cpp", "llama-cpp-python (scripts/build_llama_cpp.sh)"),),
+    runs_with="llama.cpp (libllama + libmtmd through llama-cpp-python, patched)",
+    libraries=("llama-cpp-python", "gguf"),
+    description="language model (phi2) + vision projector (clip mmproj), the files llama-mtmd-cli takes",
+))

@@ -1,0 +1,174 @@
+"""GGUF quantization with llama.cpp's own quantizer (llama_cpp.llama_model_quantize).
+
+  python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export exports/tiny/gguf
+
+--export is an export folder made by export/to_gguf.py (its F32, F16 or BF16 variant is the source,
+F32 preferred) or one variant folder. Each type becomes a sibling variant folder
+(e.g. exports/tiny/gguf/Q4_K_M/) with the quantized language model, the vision projector (F16 by
+default: hard-linked from the source; --mmproj q8_0 writes one with export/to_gguf.py) and a
+manifest. The types are the format table's quantize precisions (allava/formats.py). K-quants need
+row sizes divisible by 256; llama.cpp falls back to another type per tensor otherwise (it says so
+in its log). Files are written to a temporary name, read back, then renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from allava.fileio import atomic_path
+from allava.formats import get_format
+from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant
+
+FORMAT = get_format("gguf")
+SOURCE_ORDER = [p.name for p in FORMAT.made_by("export") if p.bits_per_weight >= 16]  # F32, F16, BF16
+
+
+class QuantizeError(RuntimeError):
+    """The input cannot be quantized; the message says which file and why."""
+
+
+def find_source(export: Path) -> Path:
+    """The highest-precision GGUF variant under `export` (or `export` itself when it is a variant)."""
+    if is_variant(export):
+        return export
+    for prec in SOURCE_ORDER:
+        if is_variant(export / prec):
+            return export / prec
+    raise QuantizeError(f"{export}: no {'/'.join(SOURCE_ORDER)} GGUF variant found (run export/to_gguf.py first)")
+
+
+def _read_arch(path: Path) -> str:
+    """The file's architecture, read back with the gguf package; a truncated file is an error here."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(path).fields.get("general.architecture")
+    except Exception as exc:  # truncated files surface as ValueError/IndexError/struct errors
+        raise QuantizeError(f"{path}: unreadable GGUF after quantizing ({type(exc).__name__}: {exc})") from exc
+    return field.contents() if field is not None else ""
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _mmproj(src: Path, man: Manifest, vdir: Path, precision: str) -> Path:
+    """A projector of the wanted precision in ``vdir``: shared (hard link) from a sibling variant that
+    has one, else written from the source checkpoint by the export stage's program."""
+    for d in [src, *find_manifests(src.parent)]:
+        try:
+            dm = Manifest.read(d)
+        except (FileNotFoundError, ManifestError):
+            continue
+        if dm.format == FORMAT.name and dm.extra.get("mmproj_precision") == precision:
+            out = vdir / dm.files["mmproj"]
+            if d.resolve() != vdir.resolve():
+                _link_or_copy(d / dm.files["mmproj"], out)
+            return out
+    out = vdir / f"mmproj-{man.name}-{precision}.gguf"
+    cmd = [sys.executable, "-m", "export.to_gguf", man.source["checkpoint"], "--mmproj-only", str(out),
+           "--mmproj-outtype", precision.lower()]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise QuantizeError(f"writing the {precision} projector failed: {proc.stderr.strip()[-400:]}")
+    return out
+
+
+def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mmproj: str = "f16") -> Path:
+    """Make one quantized variant next to the source variant; returns its folder."""
+    import llama_cpp as L
+
+    from runtimes.llamacpp_runtime import install_logger
+
+    install_logger()  # llama.cpp's quantize log goes to a buffer (ALLAVA_LLAMA_VERBOSE=1 shows it)
+    try:
+        prec = FORMAT.precision(qtype).name
+    except KeyError as exc:
+        raise QuantizeError(str(exc)) from exc
+    if prec not in {p.name for p in FORMAT.made_by("quantize")}:
+        raise QuantizeError(f"{prec} is not made by the quantizer; use export/to_gguf.py --outtype {qtype}")
+    src = find_source(Path(export))
+    man = Manifest.read(src)
+    if man.format != FORMAT.name:
+        raise QuantizeError(f"{src}: manifest format is {man.format!r}, not {FORMAT.name}")
+    vdir = src.parent / prec
+    lm_out = vdir / f"{man.name}-{prec}.gguf"
+    t0 = time.time()
+    created = not vdir.exists()
+    written: list[Path] = []
+    try:
+        with atomic_path(lm_out) as tmp:
+            params = L.llama_model_quantize_default_params()
+            params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{prec}")
+            params.nthread = threads or os.cpu_count() or 1
+            rc = L.llama_model_quantize(str(src / man.files["model"]).encode(), str(tmp).encode(), ctypes.byref(params))
+            if rc != 0:
+                raise QuantizeError(f"llama_model_quantize({prec}) failed with code {rc}")
+            arch = _read_arch(tmp)
+            if arch != "phi2":
+                raise QuantizeError(f"{tmp}: quantized file has architecture {arch!r}")
+        written.append(lm_out)
+        lm_out.chmod(0o644)
+        mm_out = _mmproj(src, man, vdir, mmproj.upper())
+        written.append(mm_out)
+        mm_out.chmod(0o644)
+        out = Manifest.for_files(
+            vdir, {"model": lm_out, "mmproj": mm_out}, format=FORMAT.name, precision=prec, name=man.name,
+            source=man.source, created_by="quantize/run.py (llama_model_quantize)", runtime="llama.cpp",
+            mmproj_precision=mmproj.upper(), quantized_from={"variant": src.name, "precision": man.precision})
+        out.write(vdir)
+        for stale in vdir.glob("*.gguf"):  # a re-run with another --mmproj leaves no orphan files
+            if stale not in (lm_out, mm_out):
+                stale.unlink()
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        if created and vdir.exists() and not any(vdir.iterdir()):
+            vdir.rmdir()
+        raise
+    print(f"  {prec:<8} {human_size(out.sizes['model']):>12} LM  {human_size(out.sizes['mmproj']):>12} mmproj "
+          f"({time.time() - t0:.1f} s)  -> {vdir}", flush=True)
+    return vdir
+
+
+def main(argv: list[str] | None = None) -> int:
+    types_help = ", ".join(p.cli for p in FORMAT.made_by("quantize"))
+    ap = argparse.ArgumentParser(prog="python quantize/run.py --format gguf", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--types", required=True, help=f"comma-separated: {types_help}")
+    ap.add_argument("--export", required=True, type=Path, help="export folder (or one source variant folder)")
+    ap.add_argument("--mmproj", default="f16", choices=["f16", "q8_0"], help="vision projector precision (default f16)")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        print("error: llama-cpp-python is not installed; run scripts/build_llama_cpp.sh", file=sys.stderr)
+        return 2
+    types = [t.strip().lower() for t in a.types.split(",") if t.strip()]
+    try:
+        src = find_source(a.export)
+        man = Manifest.read(src)
+        print(f"source {src} ({man.precision}, LM {human_size(man.sizes['model'])})")
+        for t in types:
+            quantize_gguf(a.export, t, a.threads, a.mmproj)
+    except (QuantizeError, ManifestError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
