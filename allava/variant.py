@@ -12,6 +12,8 @@ quantizers and the bench read only this. The file name is spelled here and nowhe
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,26 @@ class Manifest:
     def lm_bytes(self) -> int:
         """Language-model bytes read per decoded token (the roofline's numerator)."""
         return int(self.sizes.get(LM_ROLE) or self.total_bytes)
+
+
+@contextmanager
+def writing_variant(variant_dir: str | Path) -> Iterator[list[Path]]:
+    """All or nothing for a variant folder: yields a list the writer appends each finished file to;
+    on any error those files are removed again, and the folder too when this call created it.
+
+    Every exporter and quantizer needs this (a crash must not leave a half-made variant that
+    discovery would take for a real one); each file itself is written with fileio.atomic_path."""
+    vdir = Path(variant_dir)
+    created = not vdir.exists()
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        if created and vdir.exists() and not any(vdir.iterdir()):
+            vdir.rmdir()
+        raise
 
 
 def is_variant(folder: str | Path) -> bool:

@@ -5,16 +5,18 @@
   python bench/run.py --model allava-3b --random-init --benchmarks none   # full-size latency only
 
 What it does, in order:
-  1. reads the device profile (bench/profiles/<device>.json: threads capped at this host's cores, CPU
-     affinity, memory budget, allowed variants, bandwidth source);
-  2. finds variants in --exports (every folder with a manifest.json) and builds missing GGUF ones from
-     --checkpoint with export/to_gguf.py and quantize/run.py; the PyTorch FP32 checkpoint is always the
-     reference; variants over the memory budget are skipped with the reason;
+  1. reads the device profile (bench/profiles/<device>.json, or a JSON file you name: threads capped at
+     this host's cores, CPU affinity, memory budget, allowed variants, bandwidth source);
+  2. builds every variant the profile allows that --exports lacks, with the export and quantize
+     commands the format table (allava/formats.py) names, skipping those its bits per weight put over
+     the memory budget; then finds variants in --exports (every folder with a variant manifest); the
+     PyTorch FP32 checkpoint is always the reference;
   3. runs each variant in a fresh process: warm-up, N timed generations (load, image encode, TTFT,
      prefill and decode tok/s, peak RSS), then the benchmark items not already in the prediction cache;
+     a format this host cannot run (e.g. CoreML off macOS) is listed with its size and export parity;
   4. scores every benchmark with its official rule, deltas vs the reference and answer agreement;
-     measures host memory bandwidth for the roofline; compares GGUF decode speed with llama.cpp's own
-     perf counters (overhead ratio);
+     measures host memory bandwidth for the roofline; compares the harness's decode speed with the
+     engine's own perf counters where the runtime has them (llama.cpp: the overhead ratio);
   5. writes results.json, results.csv, report.md and plot.png to --output-dir.
 
 Default benchmark: "world", the built-in world's held-out questions (outputs/world, written by
@@ -31,11 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from bench.harness.profiles import known_devices
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="mobile", help=f"device profile: {', '.join(known_devices())} (default mobile)")
+    ap.add_argument("--device", default="mobile", help=f"device profile: {', '.join(known_devices())} (default mobile), "
+                    "or the path of a profile JSON file")
     ap.add_argument("--model", default="tiny", help="model preset, picks default paths (tiny: outputs/tiny + outputs/exports)")
     ap.add_argument("--checkpoint", type=Path, help="HF model folder, the FP32 reference (default outputs/<model>)")
     ap.add_argument("--exports", type=Path, help="export folder holding variant folders (default outputs/exports); "
-                    "missing GGUF variants are built into <exports>/gguf/")
+                    "missing variants are built into <exports>/<format>/")
     ap.add_argument("--random-init", action="store_true", help="use (and build if needed) a random-weight checkpoint of "
                     "--model: latency/size work without training (allava-3b: outputs/bench-allava3b)")
     ap.add_argument("--variants", help="comma list to keep, e.g. Q4_0,gguf:Q8_0 (the reference always runs)")
@@ -63,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmarks.registry import UnknownBenchmarkError
     from bench.harness import accuracy, plot, report
-    from bench.harness.profiles import UnknownDeviceError
+    from bench.harness.profiles import ProfileError
     from bench.harness.runner import BenchConfig, execute
 
     a = parse_args(argv)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                       bench_data=a.bench_data, cache_dir=a.cache_dir, build_exports=not a.no_build, seed=a.seed)
     try:
         results = execute(cfg)
-    except (UnknownDeviceError, UnknownBenchmarkError) as exc:
+    except (ProfileError, UnknownBenchmarkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = cfg.output_dir

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from allava.fileio import atomic_path
-from allava.variant import Manifest, human_size
+from allava.variant import Manifest, human_size, writing_variant
 from export.checkpoint import ExportError, open_checkpoint
 from export.gguf_writer import (
     MMPROJ_OUTTYPES,
@@ -44,14 +44,12 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
     vdir = Path(outdir) / precision
     lm_final = vdir / f"{name}-{precision}.gguf"
     mm_final = vdir / f"mmproj-{name}-{mm_precision}.gguf"
-    created_dir = not vdir.exists()
-    done: list[Path] = []
-    try:
+    with writing_variant(vdir) as written:
         with atomic_path(lm_final) as lm_tmp, atomic_path(mm_final) as mm_tmp:
             info = write_gguf_pair(ck, lm_tmp, mm_tmp, precision, mm_precision)
             # both validated: rename LM now, mmproj on leaving the outer context
-        done = [lm_final, mm_final]
-        for p in done:
+        written += [lm_final, mm_final]
+        for p in written:
             p.chmod(0o644)  # mkstemp creates 0600; exports are meant to be shared
         manifest = Manifest.for_files(
             vdir, {"model": lm_final, "mmproj": mm_final}, format="gguf", precision=precision, name=name,
@@ -59,12 +57,6 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
             created_by="export/to_gguf.py", runtime="llama.cpp", mmproj_precision=mm_precision,
             tensors={"model": info["model"]["tensors"], "mmproj": info["mmproj"]["tensors"]})
         manifest.write(vdir)
-    except BaseException:
-        for p in done:
-            p.unlink(missing_ok=True)
-        if created_dir and vdir.exists() and not any(vdir.iterdir()):
-            vdir.rmdir()
-        raise
     print(f"wrote {vdir} in {time.time() - t0:.1f} s")
     print(f"  {lm_final.name:<40} {human_size(manifest.sizes['model']):>12}")
     print(f"  {mm_final.name:<40} {human_size(manifest.sizes['mmproj']):>12}")

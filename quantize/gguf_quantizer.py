@@ -24,7 +24,7 @@ from pathlib import Path
 
 from allava.fileio import atomic_path
 from allava.formats import get_format
-from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant
+from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant, writing_variant
 
 FORMAT = get_format("gguf")
 SOURCE_ORDER = [p.name for p in FORMAT.made_by("export") if p.bits_per_weight >= 16]  # F32, F16, BF16
@@ -106,9 +106,7 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
     vdir = src.parent / prec
     lm_out = vdir / f"{man.name}-{prec}.gguf"
     t0 = time.time()
-    created = not vdir.exists()
-    written: list[Path] = []
-    try:
+    with writing_variant(vdir) as written:
         with atomic_path(lm_out) as tmp:
             params = L.llama_model_quantize_default_params()
             params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{prec}")
@@ -132,12 +130,6 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
         for stale in vdir.glob("*.gguf"):  # a re-run with another --mmproj leaves no orphan files
             if stale not in (lm_out, mm_out):
                 stale.unlink()
-    except BaseException:
-        for p in written:
-            p.unlink(missing_ok=True)
-        if created and vdir.exists() and not any(vdir.iterdir()):
-            vdir.rmdir()
-        raise
     print(f"  {prec:<8} {human_size(out.sizes['model']):>12} LM  {human_size(out.sizes['mmproj']):>12} mmproj "
           f"({time.time() - t0:.1f} s)  -> {vdir}", flush=True)
     return vdir

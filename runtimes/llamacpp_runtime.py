@@ -342,21 +342,16 @@ class LlamaCppRuntime(Runtime):
         return list(buf[:n])
 
     def close(self) -> None:
-        if getattr(self, "sampler", None):
-            self.L.llama_sampler_free(self.sampler)
-            self.sampler = None
-        if getattr(self, "mctx", None):
-            self.M.mtmd_free(self.mctx)
-            self.mctx = None
-        if getattr(self, "batch", None) is not None:
-            self.L.llama_batch_free(self.batch)
-            self.batch = None
-        if getattr(self, "ctx", None):
-            self.L.llama_free(self.ctx)
-            self.ctx = None
-        if getattr(self, "model", None):
-            self.L.llama_model_free(self.model)
-            self.model = None
+        """Free llama.cpp's objects, newest first (the batch is a struct, the others pointers)."""
+        L = getattr(self, "L", None)
+        if L is None:
+            return
+        for attr, free in (("sampler", L.llama_sampler_free), ("mctx", self.M.mtmd_free), ("batch", L.llama_batch_free),
+                           ("ctx", L.llama_free), ("model", L.llama_model_free)):
+            handle = getattr(self, attr, None)
+            if handle is not None and (attr == "batch" or handle):
+                free(handle)
+            setattr(self, attr, None)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

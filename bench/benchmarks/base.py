@@ -18,7 +18,7 @@ import json
 import random
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -146,6 +146,104 @@ class Adapter:
 
     def no_judge(self, items: Sequence[Item], **kwargs: Any) -> ScoreResult:
         return self.result(None, status=STATUS_NO_JUDGE, counts={"items": len(items)}, **kwargs)
+
+    # -- scoring helpers for subclasses ------------------------------------------------------
+    @staticmethod
+    def tally(items: Sequence[Item], predictions: dict[str, str],
+              check: Callable[[Item, str], tuple[str, bool]]) -> tuple[dict[str, list[bool]], int]:
+        """Right/wrong per breakdown key, in item order: ``check(item, prediction)`` gives (key, right),
+        a missing prediction checked as ""; also how many predictions were missing."""
+        per: dict[str, list[bool]] = defaultdict(list)
+        missing = 0
+        for it in items:
+            pred = predictions.get(it.id)
+            missing += pred is None
+            key, ok = check(it, pred or "")
+            per[key].append(ok)
+        return per, missing
+
+    @staticmethod
+    def percent_by_key(per: Mapping[str, Sequence[float]]) -> dict[str, float | None]:
+        """100 x the mean per key (accuracy when the values are right/wrong), keys sorted."""
+        return {k: pct(sum(v), len(v)) for k, v in sorted(per.items())}
+
+    def accuracy_result(self, per: dict[str, list[bool]], scorer: str, counts: dict[str, int],
+                        extra: dict[str, float | None] | None = None) -> ScoreResult:
+        """Headline = accuracy (%) over every answer; breakdown = accuracy per key (sorted), then ``extra``."""
+        total = [ok for v in per.values() for ok in v]
+        return self.result(pct(sum(total), len(total)), breakdown={**self.percent_by_key(per), **(extra or {})},
+                           scorer=scorer, counts=counts)
+
+    # -- reading helpers for subclasses ------------------------------------------------------
+    def complete_rows(self, rows: Iterable[tuple[Any, Any]], required: Sequence[str],
+                      label: str = "{key!r}") -> Iterator[tuple[Any, dict[str, Any]]]:
+        """The (key, row) pairs whose row is an object holding every ``required`` field; each other
+        row is counted and remembered as a ``bad_row``: "<label> lacks a/b/c", with ``label``
+        formatted from ``key`` and ``row``."""
+        for key, row in rows:
+            if isinstance(row, dict) and set(required) <= row.keys():
+                yield key, row
+            else:
+                self.skip("bad_row", f"{label.format(key=key, row=row)} lacks {'/'.join(required)}")
+
+    def find_image(self, candidates: Sequence[Path], detail: str) -> Path | None:
+        """The first existing file among ``candidates``; None, counted and remembered as a
+        ``missing_image`` (see :meth:`skip`), when there is none."""
+        image = find_file(candidates)
+        if image is None:
+            self.skip("missing_image", detail)
+        return image
+
+    @staticmethod
+    def data_file(root: Path, *names: str, glob: str | None = None) -> Path:
+        """The benchmark's data file: ``root`` itself when it is a file; else the first file under it
+        matching ``glob`` (sorted); else the first of ``names`` that exists there; else
+        ``root / names[0]`` (whose absence the readers report as an expected file missing)."""
+        if root.is_file():
+            return root
+        found = sorted(root.glob(glob)) if glob else []
+        if found:
+            return found[0]
+        return next((root / n for n in names if (root / n).exists()), root / names[0])
+
+    def check_format(self, path: Path, ok: bool, expected: str) -> None:
+        """Raise ``DataFormatError("<benchmark>: <path> <expected>")`` unless ``ok``."""
+        if not ok:
+            raise DataFormatError(f"{self.name}: {path} {expected}")
+
+    def read_json_file(self, root: Path, name: str, expected: str = "", shape: type = dict,
+                       list_key: str | None = None) -> tuple[Path, Any]:
+        """Read the JSON data file (see :meth:`data_file`) and check that it holds a ``shape`` (with a
+        list under ``list_key`` when given), else DataFormatError naming the file and ``expected``
+        (by default "must be an object with a '<list_key>' list"). Returns the folder holding the
+        file (images are found relative to it) and the content."""
+        path = self.data_file(root, name)
+        data = read_json(path, self.name)
+        if list_key is None:
+            self.check_format(path, isinstance(data, shape), expected)
+        else:
+            self.check_format(path, isinstance(data, shape) and isinstance(data.get(list_key), list),
+                              expected or f"must be an object with a {list_key!r} list")
+        return path.parent, data
+
+
+class JudgedAdapter(Adapter):
+    """An adapter whose official rule needs a judge: without one, :meth:`score` returns the "no judge"
+    result naming :meth:`scorer_name` (never another scorer); with one, :meth:`score_judged`."""
+
+    judged: ClassVar[bool] = True
+    scorer: ClassVar[str] = ""  # the official rule, as reported in ScoreResult.scorer
+
+    def scorer_name(self) -> str:
+        return self.scorer
+
+    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
+        if judge is None:
+            return self.no_judge(items, scorer=self.scorer_name())
+        return self.score_judged(items, predictions, judge)
+
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
+        raise NotImplementedError
 
 
 def judge_name(judge: JudgeLike | None) -> str | None:

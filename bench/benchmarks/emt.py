@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, judge_name, pct
+from bench.benchmarks.base import DataFormatError, Item, JudgedAdapter, JudgeLike, ScoreResult, judge_name
 from bench.benchmarks.registry import register
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -38,9 +38,9 @@ def parse_yes_no(reply: str) -> bool | None:
 
 
 @register("emt")
-class EMT(Adapter):
-    judged = True
+class EMT(JudgedAdapter):
     description = "EMT classification, judge checks the class, accuracy per dataset"
+    scorer = "EMT judge class check, accuracy per dataset"
 
     def read(self, root: Path) -> list[Item]:
         datasets = sorted(d for d in root.iterdir() if d.is_dir())
@@ -64,10 +64,7 @@ class EMT(Adapter):
                                       meta={"dataset": ds.name, "label": cdir.name}, stratum=ds.name))
         return items
 
-    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        scorer = "EMT judge class check, accuracy per dataset"
-        if judge is None:
-            return self.no_judge(items, scorer=scorer)
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
         per: dict[str, list[bool]] = defaultdict(list)
         counts = {"items": len(items), "missing_prediction": 0, "unparsable": 0, "judge_errors": 0}
         for it in items:
@@ -87,7 +84,7 @@ class EMT(Adapter):
                 if ok is None:
                     counts["unparsable"] += 1
             per[it.meta["dataset"]].append(bool(ok))
-        breakdown = {k: pct(sum(v), len(v)) for k, v in sorted(per.items())}
+        breakdown = self.percent_by_key(per)
         vals = [v for v in breakdown.values() if v is not None]
-        return self.result(sum(vals) / len(vals) if vals else None, breakdown=breakdown, scorer=scorer,
+        return self.result(sum(vals) / len(vals) if vals else None, breakdown=breakdown, scorer=self.scorer,
                            judge=judge_name(judge), counts=counts)

@@ -7,12 +7,11 @@ images ``images/<imageId>.jpg``.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from allava.chat import short_answer_prompt
-from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, find_file, pct, read_json
+from bench.benchmarks.base import Adapter, Item, JudgeLike, ScoreResult
 from bench.benchmarks.registry import register
 
 
@@ -25,19 +24,13 @@ class GQA(Adapter):
     description = "GQA testdev-balanced, exact match"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else root / "testdev_balanced_questions.json"
-        base = path.parent
-        data = read_json(path, "gqa")
-        if not isinstance(data, dict):
-            raise DataFormatError(f"gqa: {path} must map question ids to question objects")
+        base, data = self.read_json_file(root, "testdev_balanced_questions.json",
+                                         "must map question ids to question objects")
         items = []
-        for qid, q in data.items():
-            if not isinstance(q, dict) or not {"imageId", "question", "answer"} <= q.keys():
-                self.skip("bad_row", f"question {qid!r} lacks imageId/question/answer")
-                continue
-            image = find_file([base / "images" / f"{q['imageId']}.jpg", base / "images" / f"{q['imageId']}.png"])
+        for qid, q in self.complete_rows(data.items(), ("imageId", "question", "answer"), label="question {key!r}"):
+            image = self.find_image([base / "images" / f"{q['imageId']}.jpg", base / "images" / f"{q['imageId']}.png"],
+                                    str(q["imageId"]))
             if image is None:
-                self.skip("missing_image", str(q["imageId"]))
                 continue
             structural = (q.get("types") or {}).get("structural", "")
             items.append(Item(id=str(qid), prompt=short_answer_prompt(q["question"]), image=image,
@@ -45,12 +38,7 @@ class GQA(Adapter):
         return items
 
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        per: dict[str, list[bool]] = defaultdict(list)
-        missing = 0
-        for it in items:
-            pred = predictions.get(it.id)
-            missing += pred is None
-            per[it.meta["structural"] or "all"].append(gqa_match(pred or "", it.meta["answer"]))
-        total = [ok for v in per.values() for ok in v]
-        return self.result(pct(sum(total), len(total)), breakdown={k: pct(sum(v), len(v)) for k, v in sorted(per.items())},
-                           scorer="GQA exact match", counts={"items": len(items), "missing_prediction": missing})
+        per, missing = self.tally(items, predictions,
+                                  lambda it, pred: (it.meta["structural"] or "all", gqa_match(pred, it.meta["answer"])))
+        return self.accuracy_result(per, scorer="GQA exact match",
+                                    counts={"items": len(items), "missing_prediction": missing})

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.benchmarks.base import (
-    Adapter,
     Item,
+    JudgedAdapter,
     JudgeLike,
     ScoreResult,
-    find_file,
     judge_name,
     parse_first_two_floats,
     read_jsonl,
@@ -59,9 +58,9 @@ def relative_score(tuples: Sequence[tuple[float, float]]) -> float | None:
 
 
 @register("llava_bench")
-class LLaVABench(Adapter):
-    judged = True
+class LLaVABench(JudgedAdapter):
     description = "LLaVA-Bench (In-the-Wild), relative score vs GPT-4 answers"
+    scorer = "LLaVA eval_gpt_review_bench + summarize_gpt_review (relative score)"
 
     def read(self, root: Path) -> list[Item]:
         questions = read_jsonl(root / "questions.jsonl", "llava_bench")
@@ -73,9 +72,8 @@ class LLaVABench(Adapter):
             if not {"image", "text", "category"} <= q.keys() or qid not in refs or q["image"] not in contexts:
                 self.skip("bad_row", f"question {qid}: needs image/text/category, a context and a GPT-4 answer")
                 continue
-            image = find_file([root / "images" / q["image"], root / q["image"]])
+            image = self.find_image([root / "images" / q["image"], root / q["image"]], q["image"])
             if image is None:
-                self.skip("missing_image", q["image"])
                 continue
             cap = contexts[q["image"]].get("caption", "")
             cap = "\n".join(cap) if isinstance(cap, list) else str(cap)
@@ -84,10 +82,7 @@ class LLaVABench(Adapter):
                                     "reference": refs[qid]}))
         return items
 
-    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        scorer = "LLaVA eval_gpt_review_bench + summarize_gpt_review (relative score)"
-        if judge is None:
-            return self.no_judge(items, scorer=scorer)
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
         per: dict[str, list[tuple[float, float]]] = defaultdict(list)
         counts = {"items": len(items), "missing_prediction": 0, "unparsable": 0, "judge_errors": 0}
         for it in items:
@@ -106,5 +101,5 @@ class LLaVABench(Adapter):
             per[it.meta["category"]].append(pair)
         everything = [t for v in per.values() for t in v]
         breakdown = {k: relative_score(v) for k, v in sorted(per.items())}
-        return self.result(relative_score(everything), breakdown=breakdown, scorer=scorer, judge=judge_name(judge),
+        return self.result(relative_score(everything), breakdown=breakdown, scorer=self.scorer, judge=judge_name(judge),
                            counts=counts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.benchmarks.base import DataFormatError, Item, find_file, read_json
+from bench.benchmarks.base import Item
 from bench.benchmarks.pairwise import combine_mllm_bench
 from bench.benchmarks.pairwise_adapter import PairwiseAdapter
 from bench.benchmarks.registry import register
@@ -36,23 +36,16 @@ class MLLMBench(PairwiseAdapter):
     rule_name = "MLLM-Bench: vote + unable = win, split = tie"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else root / "questions.json"
-        data = read_json(path, "mllm_bench")
-        if not isinstance(data, list):
-            raise DataFormatError(f"mllm_bench: {path} must hold a list of question objects")
+        base, data = self.read_json_file(root, "questions.json", "must hold a list of question objects", shape=list)
         items = []
-        for q in data:
-            if not isinstance(q, dict) or not {"id", "image_path", "question"} <= q.keys():
-                self.skip("bad_row", f"{q!r:.60} lacks id/image_path/question")
-                continue
-            image = find_file([path.parent / q["image_path"], path.parent / "images" / q["image_path"]])
+        for _, q in self.complete_rows(enumerate(data), ("id", "image_path", "question"), label="{row!r:.60}"):
+            image = self.find_image([base / q["image_path"], base / "images" / q["image_path"]], str(q["image_path"]))
             if image is None:
-                self.skip("missing_image", str(q["image_path"]))
                 continue
             cat = str(q.get("level") or q.get("capability") or "")
             items.append(Item(id=str(q["id"]), prompt=q["question"], image=image, stratum=cat,
                               meta={"question": q["question"], "criteria": q.get("meta") or "", "category": cat,
-                                    "root": str(path.parent)}))
+                                    "root": str(base)}))
         return items
 
     def build_query(self, item: Item, answer_a: str, answer_b: str) -> tuple[str, str | None]:

@@ -63,8 +63,8 @@ class MMBench(Adapter):
     description = "MMBench dev (en), CircularEval, option extraction + judge fallback"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else next(iter(sorted(root.glob("MMBench*.tsv"))), root / "MMBench_DEV_EN.tsv")
-        rows = read_tsv(path, "mmbench", ["index", "question", "A", "B", "answer", "image"])
+        path = self.data_file(root, "MMBench_DEV_EN.tsv", glob="MMBench*.tsv")
+        rows = read_tsv(path, self.name, ["index", "question", "A", "B", "answer", "image"])
         images: dict[str, str] = {r["index"]: r["image"] for r in rows if r.get("image") and len(r["image"]) > 64}
         items: list[Item] = []
         for r in rows:
@@ -144,6 +144,6 @@ class MMBench(Adapter):
         by_cat: dict[str, list[bool]] = defaultdict(list)
         for base, ok in circ.items():
             by_cat[cat_of[base]].append(ok)
-        breakdown = {c: pct(sum(v), len(v)) for c, v in sorted(by_cat.items())}
+        breakdown = self.percent_by_key(by_cat)
         originals = [ok for idx, ok in correct.items() if idx < CIRCULAR_OFFSET]
         return pct(sum(circ.values()), len(circ)), breakdown, pct(sum(originals), len(originals))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from allava.chat import short_answer_prompt
-from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, find_file
+from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult
 from bench.benchmarks.registry import register
 
 PERCEPTION = ["existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR"]
@@ -80,9 +80,9 @@ class MME(Adapter):
             for k in range(0, len(rows), 2):
                 pair = rows[k:k + 2]
                 img_name = pair[0][1]
-                image = find_file([image_root / subtask / "images" / img_name, image_root / subtask / img_name])
+                image = self.find_image([image_root / subtask / "images" / img_name, image_root / subtask / img_name],
+                                        f"{subtask}/{img_name}")
                 if image is None:
-                    self.skip("missing_image", f"{subtask}/{img_name}")
                     continue
                 for n, img, question, gt in pair:
                     items.append(Item(id=f"{subtask}/{img}/{n}", prompt=short_answer_prompt(question), image=image,

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import ast
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from allava.chat import multiple_choice_prompt, short_answer_prompt
 from bench.benchmarks.base import (
     Adapter,
-    DataFormatError,
     Item,
     JudgeLike,
     ScoreResult,
-    find_file,
     hub_unavailable,
     pct,
     read_json,
@@ -57,11 +54,9 @@ class MMMU(Adapter):
     def read(self, root: Path) -> list[Item]:
         if str(root).startswith(("hub:", "hf:")):
             raise hub_unavailable("mmmu", "MMMU/MMMU")
-        path = root if root.is_file() else next((p for p in (root / "mmmu_val.jsonl", root / "mmmu_val.json") if p.exists()),
-                                                root / "mmmu_val.jsonl")
-        records = read_jsonl(path, "mmmu") if path.suffix == ".jsonl" else read_json(path, "mmmu")
-        if not isinstance(records, list):
-            raise DataFormatError(f"mmmu: {path} must hold a list of MMMU records")
+        path = self.data_file(root, "mmmu_val.jsonl", "mmmu_val.json")
+        records = read_jsonl(path, self.name) if path.suffix == ".jsonl" else read_json(path, self.name)
+        self.check_format(path, isinstance(records, list), "must hold a list of MMMU records")
         items = []
         for r in records:
             try:
@@ -71,9 +66,9 @@ class MMMU(Adapter):
             except (KeyError, ValueError, SyntaxError, TypeError):
                 self.skip("bad_row", f"record {r.get('id') if isinstance(r, dict) else r!r} lacks MMMU fields")
                 continue
-            image = find_file([path.parent / str(r["image_1"])]) if r.get("image_1") else None
+            image = self.find_image([path.parent / str(r["image_1"])] if r.get("image_1") else [],
+                                    f"{rid}: {r.get('image_1')!r}")
             if image is None:
-                self.skip("missing_image", f"{rid}: {r.get('image_1')!r}")
                 continue
             subject = subject_of(rid)
             if qtype == "multiple-choice":
@@ -86,27 +81,24 @@ class MMMU(Adapter):
         return items
 
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        rng = random.Random(MMMU_SEED)
-        per: dict[str, list[bool]] = defaultdict(list)
-        guessed = missing = 0
-        for it in items:
-            pred = predictions.get(it.id)
-            missing += pred is None
-            pred = pred or ""
-            if it.meta["question_type"] == "multiple-choice":
-                choices = [chr(ord("A") + i) for i in range(len(it.meta["options"]))]
-                letter, was_guess = mmmu_parse_multi_choice(pred, choices, dict(zip(choices, it.meta["options"], strict=True)), rng)
-                guessed += was_guess
-                ok = mmmu_eval_multi_choice(it.meta["answer"], letter)
-            else:
-                ok = mmmu_eval_open(it.meta["answer"], mmmu_parse_open(pred))
-            per[it.meta["subject"]].append(ok)
-        breakdown: dict[str, float | None] = {k: pct(sum(v), len(v)) for k, v in sorted(per.items())}
+        rng = random.Random(MMMU_SEED)  # consumed in item order, as the official script does
+        guessed = 0
+
+        def check(it: Item, pred: str) -> tuple[str, bool]:
+            nonlocal guessed
+            if it.meta["question_type"] != "multiple-choice":
+                return it.meta["subject"], mmmu_eval_open(it.meta["answer"], mmmu_parse_open(pred))
+            choices = [chr(ord("A") + i) for i in range(len(it.meta["options"]))]
+            letter, was_guess = mmmu_parse_multi_choice(pred, choices, dict(zip(choices, it.meta["options"], strict=True)), rng)
+            guessed += was_guess
+            return it.meta["subject"], mmmu_eval_multi_choice(it.meta["answer"], letter)
+
+        per, missing = self.tally(items, predictions, check)
+        domains: dict[str, float | None] = {}
         for domain, subjects in DOMAINS.items():
             vals = [ok for s in subjects for ok in per.get(s, [])]
             if vals:
-                breakdown[f"domain:{domain}"] = pct(sum(vals), len(vals))
-        total = [ok for v in per.values() for ok in v]
-        return self.result(pct(sum(total), len(total)), breakdown=breakdown,
-                           scorer="MMMU eval_utils parsing (seed 42 fallback), micro accuracy",
-                           counts={"items": len(items), "missing_prediction": missing, "random_fallback": guessed})
+                domains[f"domain:{domain}"] = pct(sum(vals), len(vals))
+        counts = {"items": len(items), "missing_prediction": missing, "random_fallback": guessed}
+        return self.accuracy_result(per, scorer="MMMU eval_utils parsing (seed 42 fallback), micro accuracy",
+                                    counts=counts, extra=domains)

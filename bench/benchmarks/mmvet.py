@@ -13,17 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.benchmarks.base import (
-    Adapter,
-    DataFormatError,
-    Item,
-    JudgeLike,
-    ScoreResult,
-    find_file,
-    judge_name,
-    pct,
-    read_json,
-)
+from bench.benchmarks.base import Item, JudgedAdapter, JudgeLike, ScoreResult, judge_name, pct
 from bench.benchmarks.registry import register
 
 GRADER_PROMPT = """Compare the ground truth and prediction from AI models, to give a correctness score for the prediction. <AND> in the ground truth means it is totally right only when all elements in the ground truth are present in the prediction, and <OR> means it is totally right when any one element in the ground truth is present in the prediction. The correctness score is 0.0 (totally wrong), 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, or 1.0 (totally right). Just complete the last space of the correctness score.
@@ -74,33 +64,24 @@ def grade(judge: JudgeLike, question: str, answer: str, prediction: str, tag: st
 
 
 @register("mmvet")
-class MMVet(Adapter):
-    judged = True
+class MMVet(JudgedAdapter):
     description = "MM-Vet, GPT grader (official prompt), per capability"
+    scorer = "MM-Vet GPT grader (mm-vet_evaluator.py prompt, re-ask up to 5 then 0)"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else root / "mm-vet.json"
-        data = read_json(path, "mmvet")
-        if not isinstance(data, dict):
-            raise DataFormatError(f"mmvet: {path} must map ids to {{imagename, capability, question, answer}}")
+        base, data = self.read_json_file(root, "mm-vet.json",
+                                         "must map ids to {imagename, capability, question, answer}")
         items = []
-        for qid, q in data.items():
-            if not isinstance(q, dict) or not {"imagename", "capability", "question", "answer"} <= q.keys():
-                self.skip("bad_row", f"{qid!r} lacks imagename/capability/question/answer")
-                continue
-            image = find_file([path.parent / "images" / q["imagename"], path.parent / q["imagename"]])
+        for qid, q in self.complete_rows(data.items(), ("imagename", "capability", "question", "answer")):
+            image = self.find_image([base / "images" / q["imagename"], base / q["imagename"]], q["imagename"])
             if image is None:
-                self.skip("missing_image", q["imagename"])
                 continue
             caps = list(q["capability"])
             items.append(Item(id=str(qid), prompt=q["question"], image=image, stratum=",".join(sorted(caps)),
                               meta={"question": q["question"], "answer": q["answer"], "capability": caps}))
         return items
 
-    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        scorer = "MM-Vet GPT grader (mm-vet_evaluator.py prompt, re-ask up to 5 then 0)"
-        if judge is None:
-            return self.no_judge(items, scorer=scorer)
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
         scores: dict[str, float] = {}
         counts = {"items": len(items), "missing_prediction": 0, "reasks": 0, "unparsable_gave_0": 0, "judge_errors": 0}
         for it in items:
@@ -122,6 +103,6 @@ class MMVet(Adapter):
         for it in items:
             for cap in set(it.meta["capability"]):
                 per[cap].append(scores[it.id])
-        return self.result(pct(sum(scores.values()), len(scores)), scorer=scorer, judge=judge_name(judge),
-                           breakdown={k: pct(sum(v), len(v)) for k, v in sorted(per.items())}, counts=counts,
+        return self.result(pct(sum(scores.values()), len(scores)), scorer=self.scorer, judge=judge_name(judge),
+                           breakdown=self.percent_by_key(per), counts=counts,
                            details={"per_item": scores})

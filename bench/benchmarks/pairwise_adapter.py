@@ -8,7 +8,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, judge_name, pct, read_jsonl
+from bench.benchmarks.base import (
+    DataFormatError,
+    Item,
+    JudgedAdapter,
+    JudgeLike,
+    ScoreResult,
+    judge_name,
+    pct,
+    read_jsonl,
+)
 from bench.benchmarks.pairwise import ERROR, LOSS, TIE, WIN, model_outcome, parse_ab_verdict
 
 
@@ -28,8 +37,7 @@ def load_baseline(path: Path, bench: str) -> dict[str, str]:
     return out
 
 
-class PairwiseAdapter(Adapter):
-    judged = True
+class PairwiseAdapter(JudgedAdapter):
     combine: Callable[[str, str], str]
     default_baseline = "baseline_answers.jsonl"
 
@@ -64,10 +72,11 @@ class PairwiseAdapter(Adapter):
     def judge_image(self, item: Item) -> Any:
         return None
 
-    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        scorer = f"pairwise judge, both orders ({self.rule_name})"
-        if judge is None:
-            return self.no_judge(items, scorer=scorer)
+    def scorer_name(self) -> str:
+        return f"pairwise judge, both orders ({self.rule_name})"
+
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
+        scorer = self.scorer_name()
         baseline = self.baseline_answers(items)
         if baseline is None:
             return self.result(None, status="not scored: no baseline answers file", scorer=scorer,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from allava.chat import short_answer_prompt
-from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult, find_file, pct, read_json
+from bench.benchmarks.base import Adapter, Item, JudgeLike, ScoreResult, pct
 from bench.benchmarks.registry import register
 from bench.benchmarks.vqa_eval import vqa_accuracy
 
@@ -21,11 +21,7 @@ class TextVQA(Adapter):
     description = "TextVQA val, VQA accuracy (10 answers, leave-one-out)"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else root / "TextVQA_0.5.1_val.json"
-        base = path.parent
-        data = read_json(path, "textvqa")
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise DataFormatError(f"textvqa: {path} must be an object with a 'data' list")
+        base, data = self.read_json_file(root, "TextVQA_0.5.1_val.json", list_key="data")
         use_ocr = self.options.get("use_ocr", True)
         items = []
         for q in data["data"]:
@@ -33,10 +29,10 @@ class TextVQA(Adapter):
             if not isinstance(answers, list) or len(answers) != 10 or "question" not in q:
                 self.skip("bad_row", f"question {q.get('question_id') if isinstance(q, dict) else q!r}: needs 10 answers")
                 continue
-            image = find_file([base / d / f"{q['image_id']}.jpg" for d in ("train_images", "images")]
-                              + [base / d / f"{q['image_id']}.png" for d in ("train_images", "images")])
+            image = self.find_image([base / d / f"{q['image_id']}.jpg" for d in ("train_images", "images")]
+                                    + [base / d / f"{q['image_id']}.png" for d in ("train_images", "images")],
+                                    str(q.get("image_id")))
             if image is None:
-                self.skip("missing_image", str(q.get("image_id")))
                 continue
             question = q["question"]
             if use_ocr and q.get("ocr_tokens"):

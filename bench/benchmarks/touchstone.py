@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.benchmarks.base import (
-    Adapter,
     Item,
+    JudgedAdapter,
     JudgeLike,
     ScoreResult,
     decode_b64_image,
@@ -55,13 +55,13 @@ def process_reply(content: str) -> tuple[float, float] | None:
 
 
 @register("touchstone")
-class TouchStone(Adapter):
-    judged = True
+class TouchStone(JudgedAdapter):
     description = "TouchStone, text-only judge, both orders, mean*100 per category"
+    scorer = "TouchStone eval.py (both orders, mean*100)"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else next(iter(sorted(root.glob("*.tsv"))), root / "touchstone_20230831.tsv")
-        rows = read_tsv(path, "touchstone", ["index", "image", "question", "human_annotation", "gpt4_ha_answer", "category"])
+        path = self.data_file(root, "touchstone_20230831.tsv", glob="*.tsv")
+        rows = read_tsv(path, self.name, ["index", "image", "question", "human_annotation", "gpt4_ha_answer", "category"])
         items = []
         for r in rows:
             image = decode_b64_image(r.get("image") or "")
@@ -73,10 +73,7 @@ class TouchStone(Adapter):
                                                                  "category", "task_name")}))
         return items
 
-    def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        scorer = "TouchStone eval.py (both orders, mean*100)"
-        if judge is None:
-            return self.no_judge(items, scorer=scorer)
+    def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
         model_scores: dict[str, list[float]] = defaultdict(list)
         ref_scores: list[float] = []
         counts = {"items": len(items), "missing_prediction": 0, "error_rounds": 0}
@@ -103,5 +100,5 @@ class TouchStone(Adapter):
                     model_scores[cat].append(mine)
         allv = model_scores.pop("__all__", [])
         return self.result(mean100(allv), breakdown={k: mean100(v) for k, v in sorted(model_scores.items())},
-                           scorer=scorer, judge=judge_name(judge), counts=counts,
+                           scorer=self.scorer, judge=judge_name(judge), counts=counts,
                            details={"reference_gpt4_ha_score": mean100(ref_scores)})

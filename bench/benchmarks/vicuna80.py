@@ -23,9 +23,9 @@ class Vicuna80(PairwiseAdapter):
     rule_name = "FastChat: disagreement = tie"
 
     def read(self, root: Path) -> list[Item]:
-        path = root if root.is_file() else root / "question.jsonl"
+        path = self.data_file(root, "question.jsonl")
         items = []
-        for q in read_jsonl(path, "vicuna80"):
+        for q in read_jsonl(path, self.name):
             text = (q.get("turns") or [None])[0] if "turns" in q else q.get("text")
             if q.get("question_id") is None or not text:
                 self.skip("bad_row", f"question {q.get('question_id')!r} lacks question_id/turns")

@@ -18,7 +18,11 @@ from typing import Any
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
 
 
-class UnknownDeviceError(ValueError):
+class ProfileError(ValueError):
+    """A device profile that cannot be used; the message names the file and what is wrong."""
+
+
+class UnknownDeviceError(ProfileError):
     """A device name with no profile file; the message lists the known ones."""
 
 
@@ -76,15 +80,21 @@ def known_devices(profiles_dir: Path = PROFILES_DIR) -> list[str]:
 
 
 def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> DeviceProfile:
-    """Read ``<profiles_dir>/<name>.json``; unknown names raise with the list of known devices."""
-    path = profiles_dir / f"{name}.json"
+    """Read ``<profiles_dir>/<name>.json``, or a profile file given by path (``--device my/phone.json``);
+    unknown names raise with the list of known devices."""
+    path = Path(name) if name.endswith(".json") else profiles_dir / f"{name}.json"
     if not path.is_file():
         raise UnknownDeviceError(f"unknown device {name!r}; known devices: {', '.join(known_devices(profiles_dir))} "
-                                 f"(profiles are JSON files in {profiles_dir})")
-    data = json.loads(path.read_text())
+                                 f"(profiles are JSON files in {profiles_dir}, or pass a profile file's path)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a JSON object with threads, memory_budget_gib, allowed_variants")
     known = {f for f in DeviceProfile.__dataclass_fields__ if f not in ("extra", "name")}
     missing = [k for k in ("threads", "memory_budget_gib", "allowed_variants") if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing}")
-    return DeviceProfile(name=data.get("name", name), **{k: v for k, v in data.items() if k in known},
+        raise ProfileError(f"{path}: missing keys {missing}")
+    return DeviceProfile(name=data.get("name", path.stem), **{k: v for k, v in data.items() if k in known},
                          extra={k: v for k, v in data.items() if k not in known and k != "name"})

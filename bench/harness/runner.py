@@ -28,6 +28,7 @@ from bench.harness.suites import Suite, load_suites, parse_benchmarks
 from bench.harness.variants import (
     REPO,
     Variant,
+    checkpoint_params,
     discover,
     ensure_variants,
     fits_budget,
@@ -65,8 +66,8 @@ class BenchConfig:
     log: list[str] = field(default_factory=list)
 
 
-def default_paths(cfg: BenchConfig) -> None:
-    """Fill checkpoint / exports / output dir from the model preset (see run.py --help)."""
+def default_paths(cfg: BenchConfig, device: str) -> None:
+    """Fill checkpoint / exports / output dir from the model preset and device name (see run.py --help)."""
     if cfg.random_init:
         work = Path("outputs/bench-allava3b") if cfg.model == "allava-3b" else Path(f"outputs/random-{cfg.model}")
         cfg.checkpoint = cfg.checkpoint or work / "hf"
@@ -78,7 +79,7 @@ def default_paths(cfg: BenchConfig) -> None:
     cfg.world_root = cfg.world_root.resolve()
     cfg.bench_data = cfg.bench_data.resolve() if cfg.bench_data else None
     suffix = "" if cfg.model == "tiny" and not cfg.random_init else f"-{cfg.model}{'-random' if cfg.random_init else ''}"
-    cfg.output_dir = cfg.output_dir or Path("outputs/bench") / f"{cfg.device}{suffix}"
+    cfg.output_dir = cfg.output_dir or Path("outputs/bench") / f"{device}{suffix}"
 
 
 def build_random_checkpoint(model: str, out: Path) -> None:
@@ -96,9 +97,10 @@ def buildable(cfg: BenchConfig, profile: DeviceProfile) -> list[tuple[Format, Pr
 
     A quantizer's source precision is built when needed even if it will not fit (ensure_variants)."""
     assert cfg.checkpoint is not None
+    params = checkpoint_params(cfg.checkpoint)
     out = []
     for fmt, p in wanted_precisions(profile, cfg.variants):
-        if fits_budget(p, cfg.checkpoint, profile):
+        if fits_budget(p, params, profile):
             out.append((fmt, p))
         else:
             cfg.log.append(f"not building {fmt.name}:{p.name}: its estimated size would exceed the {profile.name} budget")
@@ -196,7 +198,7 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     profile = load_profile(cfg.device)  # unknown device: raises before any work
     names = parse_benchmarks(cfg.benchmarks)  # unknown benchmark: likewise
-    default_paths(cfg)
+    default_paths(cfg, profile.name)
     assert cfg.checkpoint is not None and cfg.exports is not None and cfg.output_dir is not None
     if cfg.random_init:
         build_random_checkpoint(cfg.model, cfg.checkpoint)

@@ -143,11 +143,11 @@ def wanted_precisions(profile: DeviceProfile, wanted: list[str] | None) -> list[
             if profile.allows(fmt.name, p.name) and _wanted(f"{fmt.name}:{p.name}", p.name, wanted)]
 
 
-def fits_budget(precision: Precision, checkpoint: Path, profile: DeviceProfile) -> bool:
-    """Would the variant fit the memory budget? Estimated from the table's bits per weight, so no
-    minutes are spent building a variant the budget will skip anyway."""
-    lm, other = checkpoint_params(checkpoint)
-    return with_overhead(precision.estimate_bytes(lm, other)) <= profile.memory_budget_bytes
+def fits_budget(precision: Precision, params: tuple[int, int], profile: DeviceProfile) -> bool:
+    """Would the variant fit the memory budget? Estimated from the table's bits per weight and the
+    checkpoint's (language-model, other) parameter counts, so no minutes are spent building a
+    variant the budget will skip anyway."""
+    return with_overhead(precision.estimate_bytes(*params)) <= profile.memory_budget_bytes
 
 
 def _stale(v: Variant, checkpoint: Path) -> bool:

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import bench.run as bench_run
+from allava.variant import MANIFEST
 
 
 @pytest.mark.slow
@@ -17,13 +18,13 @@ def test_run_failing_variant_and_cache(tiny_setup, tmp_path):
     # a broken variant: Q8_0 whose language model is cut to a quarter (manifest says it is fine)
     bad = exports / "gguf" / "Q8_0"
     shutil.copytree(exports / "gguf" / "Q4_0", bad)
-    man = json.loads((bad / "manifest.json").read_text())
+    man = json.loads((bad / MANIFEST).read_text())
     lm = bad / man["files"]["model"]
     data = lm.read_bytes()
     lm.unlink()  # the copy may be a hard link shared with Q4_0
     lm.write_bytes(data[: len(data) // 4])
     man["precision"] = "Q8_0"
-    (bad / "manifest.json").write_text(json.dumps(man))
+    (bad / MANIFEST).write_text(json.dumps(man))
 
     out = tmp_path / "out"
     argv = ["--device", "mobile", "--checkpoint", str(tiny_setup["checkpoint"]), "--exports", str(exports),

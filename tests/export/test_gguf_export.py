@@ -12,7 +12,7 @@ import gguf
 import numpy as np
 import pytest
 
-from allava.variant import read_manifest
+from allava.variant import MANIFEST, read_manifest
 from export.checkpoint import ExportError
 from export.gguf_writer import read_gguf
 from export.to_gguf import export_gguf
@@ -28,7 +28,7 @@ def test_files_follow_llama_cpp_names_and_manifest(gguf_dir: Path, tiny_ckpt: Pa
     for prec in ("F32", "F16"):
         v = gguf_dir / prec
         assert sorted(p.name for p in v.iterdir()) == sorted(
-            ["manifest.json", f"tiny-random-{prec}.gguf", f"mmproj-tiny-random-{prec}.gguf"])
+            [MANIFEST, f"tiny-random-{prec}.gguf", f"mmproj-tiny-random-{prec}.gguf"])
         m = read_manifest(v)
         assert m["format"] == "gguf" and m["precision"] == prec
         assert m["files"] == {"model": f"tiny-random-{prec}.gguf", "mmproj": f"mmproj-tiny-random-{prec}.gguf"}
@@ -90,37 +90,34 @@ def _assert_nothing_written(out: Path):
     assert not out.exists() or not any(out.rglob("*.tmp"))
 
 
-def test_unsupported_architecture(tiny_ckpt: Path, tmp_path: Path):
+def _foreign_architecture(ckpt: Path) -> None:
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model_type"] = "qwen2_vl"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+def _truncated_weights(ckpt: Path) -> None:
+    weights = ckpt / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(("damage", "match"), [
+    pytest.param(_foreign_architecture, "unsupported architecture", id="unsupported_architecture"),
+    pytest.param(lambda ckpt: (ckpt / "tokenizer.json").unlink(), "tokenizer", id="folder_without_tokenizer"),
+    pytest.param(lambda ckpt: (ckpt / "model.safetensors").unlink(), "model.safetensors", id="missing_weights"),
+    pytest.param(_truncated_weights, None, id="truncated_weights"),
+])
+def test_bad_checkpoint_is_rejected_and_nothing_written(tiny_ckpt: Path, tmp_path: Path, damage, match):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_ckpt, bad)
-    cfg = json.loads((bad / "config.json").read_text())
-    cfg["model_type"] = "qwen2_vl"
-    (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ExportError, match="unsupported architecture"):
+    damage(bad)
+    with pytest.raises(ExportError, match=match):
         export_gguf(bad, tmp_path / "out")
     _assert_nothing_written(tmp_path / "out")
 
 
-def test_folder_without_tokenizer(tiny_ckpt: Path, tmp_path: Path):
-    bad = tmp_path / "notok"
-    shutil.copytree(tiny_ckpt, bad)
-    (bad / "tokenizer.json").unlink()
-    with pytest.raises(ExportError, match="tokenizer"):
-        export_gguf(bad, tmp_path / "out")
-    _assert_nothing_written(tmp_path / "out")
-
-
-def test_missing_and_truncated_weights(tiny_ckpt: Path, tmp_path: Path):
-    bad = tmp_path / "noweights"
-    shutil.copytree(tiny_ckpt, bad)
-    (bad / "model.safetensors").unlink()
-    with pytest.raises(ExportError, match="model.safetensors"):
-        export_gguf(bad, tmp_path / "out")
-    data = (tiny_ckpt / "model.safetensors").read_bytes()
-    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ExportError):
-        export_gguf(bad, tmp_path / "out")
-    _assert_nothing_written(tmp_path / "out")
+def test_checkpoint_that_is_not_a_folder(tmp_path: Path):
     with pytest.raises(ExportError, match="not a folder"):
         export_gguf(tmp_path / "does-not-exist", tmp_path / "out")
 
