@@ -19,9 +19,8 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
 
 PLUGIN_ENV = "ALLAVA_FORMATS"
 ENTRY_POINT_GROUP = "allava_edge.formats"
@@ -99,7 +98,6 @@ class Format:
     runs_with: str = ""  # the engine, for people: "llama.cpp (llama-cpp-python)"
     libraries: tuple[str, ...] = ()  # distributions whose versions a benchmark report records
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def precision(self, name: str) -> Precision:
         for p in self.precisions:
