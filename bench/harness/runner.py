@@ -103,7 +103,8 @@ def buildable(cfg: BenchConfig, profile: DeviceProfile) -> list[tuple[Format, Pr
         if fits_budget(p, params, profile):
             out.append((fmt, p))
         else:
-            cfg.log.append(f"not building {fmt.name}:{p.name}: its estimated size would exceed the {profile.name} budget")
+            cfg.log.append(f"{fmt.name}:{p.name} is estimated over the {profile.name} budget: not built for itself "
+                           f"(only when a quantizer reads it)")
     return out
 
 
