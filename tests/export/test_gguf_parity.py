@@ -12,11 +12,12 @@ accuracy deltas for Q8_0 (<= 1 pt) and Q4_K_M (<= 3 pts) on ALLAVA_HELDOUT_LIMIT
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import needs_llama
 
 # 1 thread by default: on a shared 2-core machine llama.cpp's spinning thread pool stalls when oversubscribed
 THREADS = int(os.environ.get("ALLAVA_TEST_THREADS", "1"))
@@ -24,8 +25,6 @@ THREADS = int(os.environ.get("ALLAVA_TEST_THREADS", "1"))
 REPO = Path(__file__).resolve().parents[2]
 TRAINED = Path(os.environ.get("ALLAVA_TRAINED_CKPT", REPO / "outputs/tiny"))
 HELDOUT = Path(os.environ.get("ALLAVA_HELDOUT", REPO / "outputs/world/ALLaVA-Heldout-World.json"))
-needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                 reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
 needs_trained = pytest.mark.skipif(
     not ((TRAINED / "config.json").is_file() and HELDOUT.is_file()),
     reason="needs the trained tiny checkpoint (outputs/tiny) and held-out set (outputs/world): run python train/run.py",

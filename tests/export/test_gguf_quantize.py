@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_llama
+
 # 1 thread by default: on a shared 2-core machine llama.cpp's spinning thread pool stalls when oversubscribed
 THREADS = int(os.environ.get("ALLAVA_TEST_THREADS", "1"))
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama_cpp is not importable: run scripts/build_llama_cpp.sh")
+pytestmark = needs_llama
 
 
 @pytest.fixture(scope="module")
