@@ -191,3 +191,23 @@ register(Format(
     libraries=("llama-cpp-python", "gguf"),
     description="language model (phi2) + vision projector (clip mmproj), the files llama-mtmd-cli takes",
 ))
+
+register(Format(
+    name="onnx",
+    runtime="runtimes.onnx_runtime:OnnxRuntime",
+    precisions=(
+        Precision("FP32", 32.0, ("export",), vision_bits=32.0),
+        Precision("FP16", 16.0, ("export",)),
+        Precision("INT8", 8.0, ("quantize",), vision_bits=8.0),  # dynamic int8, per-channel scales
+        Precision("Q4", 4.5, ("quantize",), vision_bits=4.5),  # MatMulNBits, 4 bits + a scale per 32 weights
+        Precision("Q4F16", 4.5, ("quantize",), vision_bits=4.5),
+    ),
+    folder="onnx",
+    export=StageCommand("export.to_onnx", ("{checkpoint}", "--outdir", "{outdir}", "--dtypes", "{precision}")),
+    quantize=StageCommand("quantize.onnx_quantizer", ("--types", "{precisions}", "--export", "{outdir}")),
+    quantize_source="FP32",
+    host_needs=(needs_module("onnxruntime", "onnxruntime (pip install 'allava-edge[onnx]')"),),
+    runs_with="ONNX Runtime (CPU); the same folder runs in transformers.js",
+    libraries=("onnxruntime", "onnx"),
+    description="three graphs (vision encoder, token embedding, decoder with KV cache) in the transformers.js layout",
+))

@@ -12,6 +12,7 @@ quantizers and the bench read only this. The file name is spelled here and nowhe
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -48,9 +49,10 @@ class Manifest:
 
     @classmethod
     def for_files(cls, variant_dir: str | Path, files: dict[str, str | Path], **fields_: Any) -> Manifest:
-        """A manifest whose sizes are read from the files on disk (so they cannot disagree)."""
+        """A manifest whose sizes are read from the files on disk (so they cannot disagree). Files are
+        stored relative to the variant folder; they may lie outside it ("../../onnx/x.onnx")."""
         vdir = Path(variant_dir)
-        names = {role: Path(f).name for role, f in files.items()}
+        names = {role: os.path.relpath(f, vdir) if Path(f).is_absolute() else str(f) for role, f in files.items()}
         sizes = {role: (vdir / n).stat().st_size for role, n in names.items()}
         sizes["total"] = sum(sizes.values())
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -104,8 +106,9 @@ class Manifest:
 
     @property
     def lm_bytes(self) -> int:
-        """Language-model bytes read per decoded token (the roofline's numerator)."""
-        return int(self.sizes.get(LM_ROLE) or self.total_bytes)
+        """Language-model bytes read per decoded token (the roofline's numerator): the LM file and,
+        when its weights live in an external data file (role "model_data"), that file too."""
+        return int(self.sizes.get(LM_ROLE) or self.total_bytes) + int(self.sizes.get(f"{LM_ROLE}_data", 0))
 
 
 @contextmanager

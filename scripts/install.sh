@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="${EXTRAS:-gguf,synth,dev}"
+EXTRAS="${EXTRAS:-gguf,onnx,synth,dev}"
 
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 # shellcheck disable=SC1091
@@ -23,10 +23,10 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q "$TORCH_SPEC"
 fi
 stamp="$VENV/.allava-installed"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" || "$(cat "$stamp")" != "$EXTRAS" ]]; then
   echo "install: allava-edge[$EXTRAS]"
   python -m pip install -q -e ".[$EXTRAS]"
-  touch "$stamp"
+  echo "$EXTRAS" > "$stamp"  # the extras installed: another EXTRAS reinstalls
 fi
 PYTHON=python bash scripts/build_llama_cpp.sh
 # the llama.cpp runtime's greedy decode loop in C (runtimes/native_loop.py; optional, cached per version)

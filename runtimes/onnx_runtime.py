@@ -1,0 +1,160 @@
+"""ONNX Runtime runtime: the three graphs of export/to_onnx.py (any precision) behind the common interface.
+
+Why our own loop: onnxruntime-genai has no LLaVA model type, and the bench needs image encoding,
+prefill and decode timed apart. The loop is the one transformers.js runs on the same folder: encode
+the image, embed the prompt ids, write the image features into the image-token positions, run the
+decoder once over the prompt with an empty cache, then one token at a time with the returned
+present keys/values as the next past. Inputs come from allava.preprocess (the HF processor's steps
+in numpy, without torch: this process's memory is the format's, not PyTorch's).
+
+Session settings (measured on the tiny default, see docs/experiments.md): intra-op threads = the
+requested threads, one inter-op thread, sequential execution, all graph optimisations.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from allava.preprocess import ImagePreprocessor, PromptTokenizer
+from allava.variant import Manifest
+from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
+
+GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
+_NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+
+
+class OnnxRuntime(Runtime):
+    format = "onnx"
+
+    def load(self, variant_path: str | Path, threads: int | None = None) -> OnnxRuntime:
+        import onnxruntime as ort
+
+        t0 = time.perf_counter()
+        self.variant = vdir = Path(variant_path)
+        man = Manifest.read(vdir)
+        missing = [r for r in GRAPH_ROLES if r not in man.files]
+        if missing:
+            raise VariantError(f"{vdir}: manifest lists no {', '.join(missing)} graph")
+        self.folder = (vdir / man.extra.get("model_folder", ".")).resolve()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (all cores)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.threads = threads
+        sessions = {}
+        for role in GRAPH_ROLES:
+            path = vdir / man.files[role]
+            if not path.is_file():
+                raise VariantError(f"{path}: missing (listed in {vdir}'s manifest as {role})")
+            try:
+                sessions[role] = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own types for truncated or foreign files
+                raise VariantError(f"{path}: ONNX Runtime could not load it ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:300]}); expected an ONNX graph from export/to_onnx.py") from exc
+        self.vision, self.embed, self.decoder = (sessions[r] for r in GRAPH_ROLES)
+        try:
+            self.pre = ImagePreprocessor.from_folder(self.folder)
+            self.tok = PromptTokenizer.from_folder(self.folder)
+        except (OSError, ValueError, KeyError) as exc:
+            raise VariantError(f"{self.folder}: processor or tokenizer files unusable ({exc})") from exc
+        self.eos_id = self.tok.eos_token_id
+        past = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        self.past_names = [i.name for i in past]
+        self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
+        self.past_shape = (1, int(past[0].shape[1]), 0, int(past[0].shape[3]))
+        self.past_dtype = _NP_DTYPE[past[0].type]
+        self.embeds_dtype = _NP_DTYPE[self.decoder.get_inputs()[0].type]
+        self.load_s = time.perf_counter() - t0
+        return self
+
+    @classmethod
+    def build_info(cls) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__, "providers": ort.get_available_providers(), "device": ort.get_device()}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _image_features(self, image: Image.Image) -> np.ndarray:
+        pixel = self.pre(image).astype(_NP_DTYPE[self.vision.get_inputs()[0].type])
+        return self.vision.run(None, {"pixel_values": pixel})[0]
+
+    def _embed(self, ids: list[int]) -> np.ndarray:
+        return self.embed.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})[0].astype(self.embeds_dtype)
+
+    def _decode(self, embeds: np.ndarray, n_past: int, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One decoder call over ``embeds`` at positions n_past..; returns its logits and the new cache."""
+        q = embeds.shape[1]
+        feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, n_past + q), np.int64),
+                 "position_ids": np.arange(n_past, n_past + q, dtype=np.int64)[None]}
+        feeds.update(zip(self.past_names, past, strict=True))
+        logits, *present = self.decoder.run(None, feeds)
+        return logits, present
+
+    def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, list[np.ndarray], int, dict]:
+        if image is not None and prompt.count(IMAGE_MARKER) != 1:
+            raise ValueError(f"prompt must hold exactly one {IMAGE_MARKER} marker")
+        tm = {"image_encode_s": 0.0, "prefill_s": 0.0}
+        feats = None
+        if image is not None:
+            t0 = time.perf_counter()
+            feats = self._image_features(image)
+            tm["image_encode_s"] = time.perf_counter() - t0
+        ids = self.tok.encode(prompt, with_image=image is not None)
+        t0 = time.perf_counter()
+        embeds = self._embed(ids)
+        if feats is not None:
+            slots = np.asarray(ids) == self.tok.image_token_id
+            flat = feats.reshape(-1, feats.shape[-1])
+            if int(slots.sum()) != flat.shape[0]:
+                raise ValueError(f"{int(slots.sum())} image tokens in the prompt but {flat.shape[0]} image features")
+            embeds[0, slots] = flat.astype(embeds.dtype)
+        empty = [np.zeros(self.past_shape, self.past_dtype) for _ in self.past_names]
+        logits, past = self._decode(embeds, 0, empty)
+        tm["prefill_s"] = time.perf_counter() - t0
+        return logits[0], past, len(ids), tm
+
+    def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
+                 greedy: bool = True, ignore_eos: bool = False) -> GenerationResult:
+        if not greedy:
+            raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
+        t_start = time.perf_counter()
+        logits, past, n_past, tm = self._prefill(image, prompt)
+        tok = int(np.argmax(logits[-1]))
+        ttft = time.perf_counter() - t_start
+        ids = [tok]
+        t1 = time.perf_counter()
+        while len(ids) < max_new_tokens and (ignore_eos or tok != self.eos_id):
+            step, past = self._decode(self._embed([tok]), n_past, past)
+            n_past += 1
+            tok = int(np.argmax(step[0, -1]))
+            ids.append(tok)
+        t_dec = time.perf_counter() - t1
+        timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,
+                          prefill_tok_s=n_past / tm["prefill_s"] if tm["prefill_s"] else 0.0,
+                          decode_tok_s=(len(ids) - 1) / t_dec if t_dec and len(ids) > 1 else 0.0,
+                          peak_rss_mb=peak_rss_mb(), n_prompt_tokens=n_past, n_generated=len(ids))
+        return GenerationResult(self.tok.decode(ids), ids, timings)
+
+    def score(self, image: Image.Image | None, prompt: str, continuation_ids: list[int]) -> np.ndarray:
+        """Prefill, then the continuation against the cache in one decoder call (as the torch runtime)."""
+        logits, past, n_past, _ = self._prefill(image, prompt)
+        rows = [logits[-1:]]
+        if len(continuation_ids) > 1:
+            rest, _ = self._decode(self._embed(list(continuation_ids[:-1])), n_past, past)
+            rows.append(rest[0])
+        return np.concatenate(rows).astype(np.float32)
+
+    def image_embeddings(self, image: Image.Image) -> np.ndarray:
+        feats = self._image_features(image)
+        return feats.reshape(-1, feats.shape[-1]).astype(np.float32)
+
+    def close(self) -> None:
+        for name in ("vision", "embed", "decoder"):
+            setattr(self, name, None)
