@@ -1,9 +1,15 @@
-"""Parity of an export variant against its PyTorch checkpoint; table printed, JSON saved in the manifest.
+"""Parity of export variants against their PyTorch checkpoint; a table per variant, JSON saved in each manifest.
+
+  python export/check.py outputs/tiny outputs/exports/gguf/F16      # one variant
+  python export/check.py outputs/tiny outputs/exports               # every variant below, one reference run
 
 Measures (per prompt, then summarised): free-running greedy agreement over the first N tokens,
 teacher-forced top-1 agreement on PyTorch's tokens (steps with a PyTorch top-2 gap below
 --tie-eps are skipped: near-ties are noise, not export error), first-token logit max/mean abs
 difference, and projector-output (image embedding) differences.
+
+Any format in the table (allava/formats.py) that this host can run is measured through its runtime;
+one it cannot run is listed with the reason and the exit code is 3.
 
 Prompts: the built-in world's held-out file when present (--heldout, default
 outputs/world/ALLaVA-Heldout-World.json), else synthetic shapes at the model's native image size.
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from allava.formats import REFERENCE, get_format
+from allava.variant import MANIFEST
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HELDOUT = ROOT / "outputs/world/ALLaVA-Heldout-World.json"
@@ -41,28 +48,39 @@ def _prompts(checkpoint: Path, n: int, heldout: str | None, seed: int):
     return synthetic_prompts(n, size, seed), f"synthetic:{size}px:seed{seed}"
 
 
-def measure(checkpoint: Path, variant: Path, n: int, n_tokens: int, tie_eps: float, heldout: str | None,
-            seed: int, threads: int | None, progress: bool = True) -> dict[str, Any]:
-    """Run the parity measurement in this process (with whatever llama_cpp it imports)."""
+class ReferenceRun:
+    """The PyTorch results for the prompts, computed once and compared against every variant."""
+
+    def __init__(self, checkpoint: Path, n: int, n_tokens: int, heldout: str | None, seed: int,
+                 threads: int | None, progress: bool) -> None:
+        from export.parity import reference_results
+        from runtimes import load_runtime
+
+        self.prompts, self.source = _prompts(checkpoint, n, heldout, seed)
+        ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
+        self.results = reference_results(ref, self.prompts, n_tokens, progress)
+        self.n_tokens = n_tokens
+
+
+def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True) -> dict[str, Any]:
+    """Run the parity measurement of one variant in this process (with whatever engine builds it imports)."""
     from export.parity import run_parity
     from runtimes import load_runtime
 
-    prompts, source = _prompts(checkpoint, n, heldout, seed)
-    ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
     cand = load_runtime(variant, threads)
-    res = run_parity(ref, cand, prompts, n_tokens, tie_eps, progress)
-    res["summary"]["prompts"] = source
+    res = run_parity(None, cand, ref.prompts, ref.n_tokens, tie_eps, progress, refs=ref.results)
+    res["summary"]["prompts"] = ref.source
     if cand.supports("build_info"):
         res["build"] = cand.build_info()
     cand.close()
     return res
 
 
-def measure_stock(args: argparse.Namespace, site: Path) -> dict[str, Any]:
+def measure_stock(args: argparse.Namespace, variant: Path, site: Path) -> dict[str, Any]:
     """Same measurement in a subprocess that imports the stock llama_cpp from `site`."""
     with tempfile.TemporaryDirectory() as td:
         out = Path(td) / "stock.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(args.checkpoint), str(args.variant),
+        cmd = [sys.executable, str(Path(__file__).resolve()), str(args.checkpoint), str(variant),
                "-n", str(args.n), "--tokens", str(args.tokens), "--tie-eps", str(args.tie_eps),
                "--seed", str(args.seed), "--no-stock", "--no-save", "--json-out", str(out), "--quiet"]
         if getattr(args, "threads", None):
@@ -83,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python export/check.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", type=Path, help="the Hugging Face folder the variant was exported from")
-    ap.add_argument("variant", type=Path, help="export variant folder (with its manifest)")
+    ap.add_argument("variants", type=Path, nargs="+", help="export variant folders (with a manifest), or export "
+                    "folders: every variant below them is checked against the same reference run")
     ap.add_argument("-n", type=int, default=50, help="number of prompts (default 50)")
     ap.add_argument("--tokens", type=int, default=32, help="tokens compared per prompt (default 32)")
     ap.add_argument("--tie-eps", type=float, default=5e-3, help="skip teacher-forced steps whose PyTorch top-2 gap "
@@ -106,34 +125,47 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    from allava.variant import ManifestError, find_manifests, update_manifest
+    from export.parity import format_table
     from runtimes import detect_format
+    from runtimes.base import VariantError
 
-    fmt = get_format(detect_format(a.variant))
-    if fmt.not_runnable_reason():
-        print(f"{a.variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured", file=sys.stderr)
-        return 3
-    res = measure(a.checkpoint, a.variant, a.n, a.tokens, a.tie_eps, a.heldout, a.seed, a.threads, not a.quiet)
-    if a.json_out:
-        a.json_out.write_text(json.dumps(res, indent=2))
-    build = res.get("build") or {}
-    label = "patched" if build.get("patched") else ("stock" if "patched" in build else fmt.name)
-    table = {label: res}
-    if not a.no_stock and "patched" in build and a.stock_site and (a.stock_site / "llama_cpp").is_dir():
-        table["stock"] = measure_stock(a, a.stock_site)
-    if not a.quiet:
-        from export.parity import format_table
-
-        print(f"parity of {a.variant} vs {a.checkpoint} ({res['summary']['prompts']})")
-        print(format_table(table))
-    if not a.no_save:
-        from allava.variant import update_manifest
-
-        parity = {"reference": str(a.checkpoint.resolve()), "summary": res["summary"],
-                  "build": res.get("build"), "per_prompt": res["prompts"]}
-        if "stock" in table:
-            parity["stock"] = table["stock"].get("summary", {"error": table["stock"].get("error")})
-        update_manifest(a.variant, parity=parity)
-    return 0
+    variants = [v for p in a.variants for v in ([p] if (p / MANIFEST).is_file() else find_manifests(p))]
+    if not variants:
+        print(f"error: no export variant (a folder with a {MANIFEST}) in {', '.join(map(str, a.variants))}", file=sys.stderr)
+        return 2
+    ref: ReferenceRun | None = None
+    not_run = []
+    for variant in variants:
+        fmt = get_format(detect_format(variant))
+        if fmt.not_runnable_reason():
+            not_run.append(f"{variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured")
+            continue
+        try:
+            ref = ref or ReferenceRun(a.checkpoint, a.n, a.tokens, a.heldout, a.seed, a.threads, not a.quiet)
+            res = measure(ref, variant, a.tie_eps, a.threads, not a.quiet)
+        except (VariantError, ManifestError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if a.json_out:
+            a.json_out.write_text(json.dumps(res, indent=2))
+        build = res.get("build") or {}
+        label = "patched" if build.get("patched") else ("stock" if "patched" in build else fmt.name)
+        table = {label: res}
+        if not a.no_stock and "patched" in build and a.stock_site and (a.stock_site / "llama_cpp").is_dir():
+            table["stock"] = measure_stock(a, variant, a.stock_site)
+        if not a.quiet:
+            print(f"parity of {variant} vs {a.checkpoint} ({res['summary']['prompts']})")
+            print(format_table(table))
+        if not a.no_save:
+            parity = {"reference": str(a.checkpoint.resolve()), "summary": res["summary"],
+                      "build": res.get("build"), "per_prompt": res["prompts"]}
+            if "stock" in table:
+                parity["stock"] = table["stock"].get("summary", {"error": table["stock"].get("error")})
+            update_manifest(variant, parity=parity)
+    for line in not_run:
+        print(line, file=sys.stderr)
+    return 3 if not_run else 0
 
 
 if __name__ == "__main__":

@@ -29,50 +29,52 @@ import time
 from pathlib import Path
 
 from allava.formats import get_format
-from allava.variant import Manifest, ManifestError, find_manifests, human_size, writing_variant
+from allava.onnx_layout import (
+    EXTERNAL_DATA_BYTES,
+    GRAPHS,
+    VARIANTS_DIR,
+    GraphError,
+    describe_variant,
+    graph_file,
+    save_graph,
+    to_fp16,
+    validate_graph,
+    variant_dir,
+)
+from allava.onnx_layout import FORMAT as FORMAT_NAME
+from allava.variant import Manifest, ManifestError, find_manifests, human_size
 from export.checkpoint import ExportError, open_checkpoint
 
-FORMAT = get_format("onnx")
-GRAPHS = ("vision_encoder", "embed_tokens", "decoder_model_merged")
-ROLES = {"vision_encoder": "vision_encoder", "embed_tokens": "embed_tokens", "decoder_model_merged": "model"}
-SUFFIX = {"FP32": "", "FP16": "_fp16", "INT8": "_quantized", "Q4": "_q4", "Q4F16": "_q4f16"}
+FORMAT = get_format(FORMAT_NAME)
 MODEL_FOLDER_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
                       "chat_template.json", "processor_config.json", "special_tokens_map.json")
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
-VARIANTS_DIR = "variants"
-# Kept in float32 by the fp16 conversion: Phi-2's attention scores and softmax overflow in fp16,
-# and layer norms lose the small variances; MatMuls, GELU and the rest run in fp16.
-FP16_KEEP_FLOAT32 = ["Softmax", "LayerNormalization", "ReduceMean", "Pow", "Sqrt", "Div", "Exp", "Range", "Where"]
 
 
-def graph_file(graph: str, precision: str) -> str:
-    return f"{graph}{SUFFIX[precision]}.onnx"
-
-
-def variant_dir(root: Path, precision: str) -> Path:
-    return root / VARIANTS_DIR / precision
-
-
-def check_outdir(outdir: Path, fingerprint: str) -> None:
-    """Refuse a folder that holds something else than an ONNX export of this checkpoint."""
+def check_outdir(outdir: Path, fingerprint: str) -> str:
+    """What ``outdir`` holds: "new" (absent or empty), "same" (an ONNX export of this checkpoint: add to
+    it), "other" (an ONNX export of another checkpoint: replaced whole, its stale variants with it).
+    Anything else is refused, so an export never overwrites a folder it did not write."""
     if not outdir.exists():
-        return
+        return "new"
     if not outdir.is_dir():
         raise ExportError(f"{outdir}: exists and is not a folder")
     if not any(outdir.iterdir()):
-        return
+        return "new"
     manifests = find_manifests(outdir / VARIANTS_DIR)
     if not manifests:
         raise ExportError(f"{outdir}: exists with other content (no {VARIANTS_DIR}/*/manifest of an ONNX export); "
                           "choose an empty or new --outdir")
+    state = "same"
     for vdir in manifests:
         try:
             man = Manifest.read(vdir)
         except ManifestError as exc:
             raise ExportError(str(exc)) from exc
-        if man.format != FORMAT.name or man.source.get("sha256") != fingerprint:
-            raise ExportError(f"{outdir}: holds an export of another checkpoint or format ({vdir}); "
-                              "choose another --outdir")
+        if man.format != FORMAT.name:
+            raise ExportError(f"{outdir}: holds a {man.format} variant ({vdir}), not an ONNX export; choose another --outdir")
+        if man.source.get("sha256") != fingerprint:
+            state = "other"
+    return state
 
 
 def write_model_folder(ck_path: Path, config: dict, dest: Path, external: dict[str, bool]) -> None:
@@ -86,68 +88,27 @@ def write_model_folder(ck_path: Path, config: dict, dest: Path, external: dict[s
     cfg["transformers.js_config"] = {"use_external_data_format": {f"{g}.onnx": True for g, ext in external.items() if ext}}
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     proc = json.loads((ck_path / "processor_config.json").read_text()) if (ck_path / "processor_config.json").is_file() else {}
+    if proc:
+        # One image-token count for every reader. transformers.js' LlavaProcessor repeats the marker
+        # (H/p)*(W/p) + num_additional_image_tokens times and ignores vision_feature_select_strategy;
+        # transformers' (and allava/preprocess.py) subtract one more for "default" (the CLS the model
+        # drops). The vision graph has already dropped it (it outputs exactly the features to splice in),
+        # so the folder describes the graph: nothing selected away ("full") and the extra tokens less the
+        # dropped one. Same count as the checkpoint's processor in Python, and now in transformers.js too.
+        extra = int(proc.get("num_additional_image_tokens", 0))
+        if proc.get("vision_feature_select_strategy", config.get("vision_feature_select_strategy")) == "default":
+            extra -= 1
+        proc = {**proc, "num_additional_image_tokens": extra, "vision_feature_select_strategy": "full"}
+        (dest / "processor_config.json").write_text(json.dumps(proc, indent=2) + "\n")
     image = proc.get("image_processor")
     if image:  # older readers (and transformers.js) look for the image processor in its own file
         (dest / "preprocessor_config.json").write_text(json.dumps({**image, "processor_class": "LlavaProcessor"}, indent=2) + "\n")
 
 
-def validate_graph(path: Path) -> None:
-    """onnx.checker on the file (external data included) and an ONNX Runtime session that opens it."""
-    import onnx
-    import onnxruntime as ort
-
-    try:
-        onnx.checker.check_model(str(path), full_check=False)
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - checker and ORT raise many types; the file is unusable either way
-        raise ExportError(f"{path}: the written graph does not validate ({type(exc).__name__}: {str(exc)[:300]})") from exc
-
-
 def convert_fp16(src: Path, dst: Path) -> None:
-    """float16 weights and compute, inputs/outputs kept float32 (runtimes feed float32 and get float32
-    logits), with the ops that overflow or lose precision in fp16 kept in float32 (FP16_KEEP_FLOAT32)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    model = onnx.load(str(src))
-    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
-    OnnxModel(half).topological_sort()  # the converter appends its input casts at the end of the graph
-    external = src.with_name(src.name + "_data").exists() or half.ByteSize() > EXTERNAL_DATA_BYTES
-    save_graph(half, dst, external)
-
-
-def save_graph(model, path: Path, external: bool) -> None:
     import onnx
 
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + "_data", size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
-
-
-def graph_files(root: Path, graph: str, precision: str) -> list[Path]:
-    """The graph's .onnx file and, when it has one, its external data file."""
-    path = root / "onnx" / graph_file(graph, precision)
-    data = path.with_name(path.name + "_data")
-    return [path, data] if data.exists() else [path]
-
-
-def describe_variant(root: Path, precision: str, source: dict, created_by: str, **extra) -> Manifest:
-    """Write the manifest of one precision (its files are already in place under root/onnx/)."""
-    vdir = variant_dir(root, precision)
-    vdir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    for graph in GRAPHS:
-        for k, f in enumerate(graph_files(root, graph, precision)):
-            files[ROLES[graph] + ("_data" if k else "")] = str(f.resolve())
-    man = Manifest.for_files(vdir, files, format=FORMAT.name, precision=precision, name=root.name, source=source,
-                             created_by=created_by, runtime="onnxruntime", model_folder=os.path.relpath(root, vdir),
-                             suffix=SUFFIX[precision], **extra)
-    with writing_variant(vdir):
-        man.write(vdir)
-    return man
+    save_graph(to_fp16(onnx.load(str(src))), dst, external=src.with_name(src.name + "_data").exists() or None)
 
 
 def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -> list[Path]:
@@ -161,7 +122,7 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
     ck = open_checkpoint(checkpoint)
     outdir = Path(outdir)
     source = {"checkpoint": str(ck.path.resolve()), "sha256": ck.fingerprint()}
-    check_outdir(outdir, source["sha256"])
+    state = check_outdir(outdir, source["sha256"])
     outdir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
     try:
@@ -169,7 +130,7 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
         external = {g: g == "decoder_model_merged" and 4 * lm_params > EXTERNAL_DATA_BYTES for g in GRAPHS}
         write_model_folder(ck.path, ck.config, stage, external)
         (stage / "onnx").mkdir()
-        have_fp32 = all((outdir / "onnx" / graph_file(g, "FP32")).is_file() for g in GRAPHS)
+        have_fp32 = state == "same" and all((outdir / "onnx" / graph_file(g, "FP32")).is_file() for g in GRAPHS)
         fp32_dir = outdir / "onnx" if have_fp32 else stage / "onnx"
         if not have_fp32:
             from export.onnx_graphs import export_graph, load_for_export
@@ -185,7 +146,7 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
                 dst = stage / "onnx" / graph_file(graph, "FP16")
                 convert_fp16(fp32_dir / graph_file(graph, "FP32"), dst)
                 validate_graph(dst)
-        _move_into_place(stage, outdir)
+        _move_into_place(stage, outdir, replace=state == "other")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     made = ["FP32"] + [p for p in precisions if p != "FP32"]
@@ -205,9 +166,19 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def _move_into_place(stage: Path, outdir: Path) -> None:
-    """A new folder is renamed in one step; into an existing export each file is replaced atomically."""
-    if not outdir.exists():
+def _move_into_place(stage: Path, outdir: Path, replace: bool) -> None:
+    """A new folder is renamed in one step, and so is a replacement (the old folder is moved aside
+    first); into an existing export of the same checkpoint each file is replaced atomically."""
+    if replace:
+        old = outdir.with_name(f".{outdir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(outdir, old)
+        os.replace(stage, outdir)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if not outdir.exists() or not any(outdir.iterdir()):
+        if outdir.exists():
+            outdir.rmdir()
         os.replace(stage, outdir)
         return
     for src in sorted(stage.rglob("*")):
@@ -227,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         export_onnx(a.checkpoint, a.outdir, [d.strip() for d in a.dtypes.split(",") if d.strip()])
-    except ExportError as e:
+    except (ExportError, GraphError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the built-in default, offline: train -> synth check -> export -> quantize -> bench.
+# The main job on the built-in default, offline: train -> synth check -> export -> quantize -> parity -> bench.
 # Every step reads the previous step's folder on disk; rerunning resumes/skips finished work.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,11 +19,15 @@ step "export: GGUF F32 and F16 (language model + mmproj), parity-checked against
 python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f32
 python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f16
 
-step "quantize: llama.cpp's own quantizer"
-python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$OUT/exports/gguf"
+step "export: ONNX fp32 and fp16 (vision encoder, token embedding, decoder with KV cache; transformers.js layout)"
+python export/to_onnx.py "$OUT/tiny" --outdir "$OUT/exports/onnx" --dtypes fp32,fp16
 
-step "parity: every GGUF variant against the PyTorch checkpoint"
-for v in "$OUT"/exports/gguf/*/; do python export/check.py "$OUT/tiny" "$v" -n 20 --heldout "$OUT/world/ALLaVA-Heldout-World.json"; done
+step "quantize: llama.cpp's own quantizer; ONNX Runtime's int8 and 4-bit quantizers"
+python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$OUT/exports/gguf"
+python quantize/run.py --format onnx --types int8,q4,q4f16 --export "$OUT/exports/onnx"
+
+step "parity: every variant (GGUF, ONNX) against the PyTorch checkpoint"
+python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
 
 step "bench: latency, memory and accuracy per variant on the mobile profile (built-in world + the 12 report benchmarks, offline)"
 python bench/run.py --device mobile --benchmarks all --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"

@@ -97,9 +97,8 @@ def test_stock_build_is_measured_not_failed(tiny_ckpt, gguf_dir):
 
     from export.check import measure_stock
 
-    args = argparse.Namespace(checkpoint=tiny_ckpt, variant=gguf_dir / "F32", n=3, tokens=16, tie_eps=5e-3, seed=0,
-                              heldout=None, threads=THREADS)
-    res = measure_stock(args, STOCK)
+    args = argparse.Namespace(checkpoint=tiny_ckpt, n=3, tokens=16, tie_eps=5e-3, seed=0, heldout=None, threads=THREADS)
+    res = measure_stock(args, gguf_dir / "F32", STOCK)
     print("stock:", res.get("summary", res.get("error")))
     assert "summary" in res or "error" in res
 

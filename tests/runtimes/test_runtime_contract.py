@@ -29,9 +29,10 @@ def _prompt():
 
 
 @pytest.fixture(scope="module")
-def built(tiny_ckpt: Path, tmp_path_factory) -> dict[str, Path]:
-    """One variant per format, made by the format's export command (the reference: the checkpoint)."""
-    out: dict[str, Path] = {REFERENCE: tiny_ckpt}
+def built(tiny_ckpt: Path, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """One variant per format, made by the format's export command: (the folder the command wrote,
+    the variant folder inside it); for the reference, the checkpoint itself."""
+    out: dict[str, tuple[Path, Path]] = {REFERENCE: (tiny_ckpt, tiny_ckpt)}
     root = tmp_path_factory.mktemp("contract")
     for fmt in all_formats():
         if fmt.export is None or fmt.not_runnable_reason():
@@ -43,21 +44,21 @@ def built(tiny_ckpt: Path, tmp_path_factory) -> dict[str, Path]:
         assert proc.returncode == 0, proc.stderr[-2000:]
         variants = [p.parent for p in outdir.rglob("*") if p.is_file() and is_variant(p.parent)]
         assert variants, f"{fmt.name}: the export command wrote no variant manifest under {outdir}"
-        out[fmt.name] = sorted(set(variants))[0]
+        out[fmt.name] = (outdir, sorted(set(variants))[0])
     return out
 
 
-def _open(name: str, built: dict[str, Path]):
+def _open(name: str, built: dict[str, tuple[Path, Path]]):
     from runtimes import load_runtime
 
     reason = get_format(name).not_runnable_reason()
     if reason:
         pytest.skip(f"{name}: {reason}")
-    return load_runtime(built[name], threads=1, fmt=name)
+    return load_runtime(built[name][1], threads=1, fmt=name)
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_load_generate_and_timings(name: str, built: dict[str, Path]):
+def test_load_generate_and_timings(name: str, built: dict[str, tuple[Path, Path]]):
     p = _prompt()
     with _open(name, built) as rt:
         assert rt.format == name and rt.load_s > 0
@@ -71,7 +72,7 @@ def test_load_generate_and_timings(name: str, built: dict[str, Path]):
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_ignore_eos_generates_exactly_n(name: str, built: dict[str, Path]):
+def test_ignore_eos_generates_exactly_n(name: str, built: dict[str, tuple[Path, Path]]):
     p = _prompt()
     with _open(name, built) as rt:
         normal = rt.generate(p.image, p.prompt, 20).token_ids
@@ -82,7 +83,7 @@ def test_ignore_eos_generates_exactly_n(name: str, built: dict[str, Path]):
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_claimed_capabilities_work(name: str, built: dict[str, Path]):
+def test_claimed_capabilities_work(name: str, built: dict[str, tuple[Path, Path]]):
     from runtimes.base import CAPABILITIES, NotSupportedError
 
     p = _prompt()
@@ -109,14 +110,16 @@ def test_claimed_capabilities_work(name: str, built: dict[str, Path]):
 
 
 @pytest.mark.parametrize("name", FORMATS)
-def test_broken_variant_is_refused_by_name(name: str, built: dict[str, Path], tmp_path: Path):
+def test_broken_variant_is_refused_by_name(name: str, built: dict[str, tuple[Path, Path]], tmp_path: Path):
     from runtimes import load_runtime
     from runtimes.base import VariantError
 
     if get_format(name).not_runnable_reason():
         pytest.skip(get_format(name).not_runnable_reason())
-    broken = tmp_path / "broken"
-    shutil.copytree(built[name], broken)
+    root, variant = built[name]
+    copy = tmp_path / "broken"
+    shutil.copytree(root, copy)  # the whole export: a variant's files may lie outside its folder (ONNX)
+    broken = copy / variant.relative_to(root)
     files = Manifest.read(broken).paths(broken) if is_variant(broken) else sorted(broken.glob("*.safetensors"))
     biggest = max(files, key=lambda f: f.stat().st_size)
     data = biggest.read_bytes()

@@ -1,0 +1,145 @@
+"""ONNX quantization with ONNX Runtime's own quantizers, written beside the fp32 graphs.
+
+  python quantize/run.py --format onnx --types int8,q4,q4f16 --export outputs/exports/onnx [--block-size 32]
+
+--export is a folder written by export/to_onnx.py. Per type, all three graphs get the
+transformers.js suffix (so `dtype: "q4"` in transformers.js finds them) and a variant manifest:
+  int8   `_quantized`: onnxruntime.quantization.quantize_dynamic, signed 8-bit weights with one scale per
+         output channel, activations quantized at run time; MatMul/Gemm only, so CLIP's patch-embedding
+         Conv and the token-embedding Gather stay float32.
+  q4     `_q4`: MatMulNBitsQuantizer, 4-bit symmetric weights with one scale per --block-size weights,
+         weight-only; accuracy_level 4 (activations in int8 inside the kernel: the fastest MatMulNBits
+         path on CPUs with VNNI/AVX512, the one ONNX Runtime recommends for CPU).
+  q4f16  `_q4f16`: q4, then the rest of the graph in float16 (as export/to_onnx.py's fp16: softmax and
+         norms in float32; inputs and outputs float32).
+Each file is written to a temporary name, checked with onnx.checker and opened in a session, then renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from allava.formats import get_format
+from allava.onnx_layout import (
+    FORMAT,
+    GRAPHS,
+    GraphError,
+    describe_variant,
+    graph_files,
+    graph_path,
+    save_graph,
+    to_fp16,
+    validate_graph,
+)
+from allava.variant import Manifest, ManifestError, human_size
+
+TYPES = {p.cli: p.name for p in get_format(FORMAT).made_by("quantize")}
+SOURCE = get_format(FORMAT).quantize_source or "FP32"
+ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations in the kernel (ONNX Runtime's fastest CPU setting)
+
+
+class QuantizeError(RuntimeError):
+    """The export cannot be quantized; the message says which file and why."""
+
+
+def _source(root: Path) -> Manifest:
+    try:
+        man = Manifest.read(root / "variants" / SOURCE)
+    except (FileNotFoundError, ManifestError) as exc:
+        raise QuantizeError(f"{root}: no {SOURCE} ONNX variant to quantize ({exc}); run export/to_onnx.py first") from exc
+    if man.format != FORMAT:
+        raise QuantizeError(f"{root}: the {SOURCE} manifest is format {man.format!r}, not {FORMAT}")
+    return man
+
+
+def _int8(src: Path, stage: Path):
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = stage / "int8.onnx"
+    quantize_dynamic(src, out, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, weight_type=QuantType.QInt8,
+                     use_external_data_format=src.with_name(src.name + "_data").exists())
+    return onnx.load(str(out))  # re-saved by the caller, so the data file gets the name transformers.js expects
+
+
+def _q4(src: Path, block_size: int, half: bool):
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=True,
+                             accuracy_level=ACCURACY_LEVEL)
+    q.process()
+    return to_fp16(q.model.model) if half else q.model.model
+
+
+def quantize_graph(root: Path, graph: str, precision: str, block_size: int) -> None:
+    """One graph of one precision, made from the fp32 graph in a staging folder, validated, then moved
+    into place (its external data file first, when it has one)."""
+    import onnx
+
+    src, dst = graph_path(root, graph, SOURCE), graph_path(root, graph, precision)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".tmp", dir=dst.parent))
+    try:
+        if graph == "embed_tokens" and precision == "INT8":
+            model = onnx.load(str(src))  # a Gather: dynamic quantization would leave it float32 anyway
+        elif precision == "INT8":
+            model = _int8(src, stage)
+        else:
+            model = _q4(src, block_size, half=precision == "Q4F16")
+        save_graph(model, stage / dst.name)
+        del model
+        validate_graph(stage / dst.name)
+        for old in graph_files(root, graph, precision):
+            old.unlink(missing_ok=True)  # a re-run replaces the old files: no stale external data may linger
+        for name in (dst.name + "_data", dst.name):
+            if (stage / name).exists():
+                os.replace(stage / name, dst.parent / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32) -> Path:
+    """Make one quantized precision of an ONNX export; returns its variant folder."""
+    precision = TYPES.get(qtype.lower())
+    if precision is None:
+        raise QuantizeError(f"unknown ONNX type {qtype!r}; choose from {', '.join(TYPES)}")
+    root = Path(export)
+    src = _source(root)
+    t0 = time.time()
+    for graph in GRAPHS:
+        quantize_graph(root, graph, precision, block_size)
+    man = describe_variant(root, precision, src.source, "quantize/run.py (onnxruntime.quantization)",
+                           quantized_from={"precision": SOURCE}, block_size=block_size if precision != "INT8" else None,
+                           accuracy_level=ACCURACY_LEVEL if precision != "INT8" else None)
+    print(f"  {precision:<6} {human_size(man.total_bytes):>12}  decoder {human_size(man.lm_bytes):>12}  "
+          f"({time.time() - t0:.1f} s)  -> {root / 'variants' / precision}", flush=True)
+    return root / "variants" / precision
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python quantize/run.py --format onnx", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--types", required=True, help=f"comma-separated: {', '.join(TYPES)}")
+    ap.add_argument("--export", required=True, type=Path, help="an ONNX export folder (export/to_onnx.py)")
+    ap.add_argument("--block-size", type=int, default=32, choices=[16, 32, 64, 128, 256],
+                    help="weights per 4-bit scale for q4/q4f16 (default 32)")
+    a = ap.parse_args(argv)
+    try:
+        src = _source(a.export)
+        print(f"source {a.export} ({SOURCE}, {human_size(src.total_bytes)})")
+        for t in (t.strip() for t in a.types.split(",") if t.strip()):
+            quantize_onnx(a.export, t, a.block_size)
+    except (QuantizeError, GraphError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
