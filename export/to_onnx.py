@@ -20,6 +20,7 @@ place; on any error nothing of the run is left behind.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -139,8 +140,10 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
             for graph in GRAPHS:
                 print(f"  exporting {graph} ...", flush=True)
                 export_graph(graph, model, stage / "onnx" / graph_file(graph, "FP32"), external[graph])
+            del model  # before validating: a full-size decoder opened in ONNX Runtime needs the memory
+            gc.collect()
+            for graph in GRAPHS:
                 validate_graph(stage / "onnx" / graph_file(graph, "FP32"))
-            del model
         if "FP16" in precisions:
             for graph in GRAPHS:
                 dst = stage / "onnx" / graph_file(graph, "FP16")

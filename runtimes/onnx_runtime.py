@@ -25,13 +25,18 @@ from allava.variant import Manifest
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
 
 GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
+# The session settings the runtime uses (bench/onnx_session_options.py measures the alternatives).
+SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential"}
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
 class OnnxRuntime(Runtime):
     format = "onnx"
 
-    def load(self, variant_path: str | Path, threads: int | None = None) -> OnnxRuntime:
+    def load(self, variant_path: str | Path, threads: int | None = None, **session: Any) -> OnnxRuntime:
+        """``session`` overrides SESSION_DEFAULTS (graph_optimization_level, cpu_mem_arena, execution_mode)."""
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -41,12 +46,15 @@ class OnnxRuntime(Runtime):
         if missing:
             raise VariantError(f"{vdir}: manifest lists no {', '.join(missing)} graph")
         self.folder = (vdir / man.extra.get("model_folder", ".")).resolve()
+        settings = {**SESSION_DEFAULTS, **session}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (all cores)
         opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = getattr(ort.ExecutionMode, f"ORT_{settings['execution_mode'].upper()}")
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[settings["graph_optimization_level"]])
+        opts.enable_cpu_mem_arena = bool(settings["cpu_mem_arena"])
         opts.log_severity_level = 3
+        self.session_settings = settings
         self.threads = threads
         sessions = {}
         for role in GRAPH_ROLES:
@@ -65,6 +73,8 @@ class OnnxRuntime(Runtime):
         except (OSError, ValueError, KeyError) as exc:
             raise VariantError(f"{self.folder}: processor or tokenizer files unusable ({exc})") from exc
         self.eos_id = self.tok.eos_token_id
+        self.decoder_run_s = 0.0  # time inside the decoder session (the rest of a step is this loop's overhead)
+        self.last_decode_share: float | None = None  # of the last generation's decode time, the share in the decoder
         past = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         self.past_names = [i.name for i in past]
         self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
@@ -94,7 +104,9 @@ class OnnxRuntime(Runtime):
         feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, n_past + q), np.int64),
                  "position_ids": np.arange(n_past, n_past + q, dtype=np.int64)[None]}
         feeds.update(zip(self.past_names, past, strict=True))
+        t0 = time.perf_counter()
         logits, *present = self.decoder.run(None, feeds)
+        self.decoder_run_s += time.perf_counter() - t0
         return logits, present
 
     def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, list[np.ndarray], int, dict]:
@@ -129,6 +141,7 @@ class OnnxRuntime(Runtime):
         tok = int(np.argmax(logits[-1]))
         ttft = time.perf_counter() - t_start
         ids = [tok]
+        in_session = self.decoder_run_s
         t1 = time.perf_counter()
         while len(ids) < max_new_tokens and (ignore_eos or tok != self.eos_id):
             step, past = self._decode(self._embed([tok]), n_past, past)
@@ -136,6 +149,7 @@ class OnnxRuntime(Runtime):
             tok = int(np.argmax(step[0, -1]))
             ids.append(tok)
         t_dec = time.perf_counter() - t1
+        self.last_decode_share = (self.decoder_run_s - in_session) / t_dec if t_dec else None
         timings = Timings(load_s=self.load_s, image_encode_ms=tm["image_encode_s"] * 1e3, ttft_ms=ttft * 1e3,
                           prefill_tok_s=n_past / tm["prefill_s"] if tm["prefill_s"] else 0.0,
                           decode_tok_s=(len(ids) - 1) / t_dec if t_dec and len(ids) > 1 else 0.0,
