@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache, LlavaForConditionalGeneration
 
 from allava.modeling import image_features
+from allava.onnx_layout import rename_external_data
 
 VISION, EMBED, DECODER = "vision_encoder", "embed_tokens", "decoder_model_merged"
 OPSET = 18
@@ -144,3 +145,5 @@ def export_graph(name: str, model: LlavaForConditionalGeneration, path: Path, ex
                                     dynamic_shapes=dynamic, opset_version=OPSET, external_data=external_data,
                                     verbose=False)
     program.save(str(path), external_data=external_data)
+    if external_data:
+        rename_external_data(path)

@@ -33,6 +33,8 @@ from allava.onnx_layout import (
     describe_variant,
     graph_files,
     graph_path,
+    load_lazily,
+    materialize,
     save_graph,
     to_fp16,
     validate_graph,
@@ -58,24 +60,28 @@ def _source(root: Path) -> Manifest:
     return man
 
 
-def _int8(src: Path, stage: Path):
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _int8(src: Path):
+    """quantize_dynamic's steps (ONNXQuantizer, integer ops, per-channel int8 weights, MatMul weights
+    constant only) on a lazily loaded graph: ORT's quantize_dynamic loads, copies and shape-infers
+    the whole model first, which for ALLaVA-3B's 10.6 GB decoder went past 24 GB (killed, measured)."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    from onnxruntime.quantization.quant_utils import QuantizationMode
 
-    out = stage / "int8.onnx"
-    quantize_dynamic(src, out, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, weight_type=QuantType.QInt8,
-                     use_external_data_format=src.with_name(src.name + "_data").exists())
-    return onnx.load(str(out))  # re-saved by the caller, so the data file gets the name transformers.js expects
+    q = ONNXQuantizer(load_lazily(src), True, False, QuantizationMode.IntegerOps, False, QuantType.QInt8,
+                      QuantType.QUInt8, None, None, None, ["MatMul", "Gemm"], {"MatMulConstBOnly": True})
+    q.quantize_model()
+    return materialize(q.model.model)
 
 
 def _q4(src: Path, block_size: int, half: bool):
-    import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    q = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=block_size, is_symmetric=True,
+    q = MatMulNBitsQuantizer(load_lazily(src), bits=4, block_size=block_size, is_symmetric=True,
                              accuracy_level=ACCURACY_LEVEL)
     q.process()
-    return to_fp16(q.model.model) if half else q.model.model
+    model = materialize(q.model.model)
+    return to_fp16(model) if half else model
 
 
 def quantize_graph(root: Path, graph: str, precision: str, block_size: int) -> None:
@@ -89,7 +95,7 @@ def quantize_graph(root: Path, graph: str, precision: str, block_size: int) -> N
         if graph == "embed_tokens" and precision == "INT8":
             model = onnx.load(str(src))  # a Gather: dynamic quantization would leave it float32 anyway
         elif precision == "INT8":
-            model = _int8(src, stage)
+            model = _int8(src)
         else:
             model = _q4(src, block_size, half=precision == "Q4F16")
         save_graph(model, stage / dst.name)
