@@ -110,31 +110,6 @@ def rename_external_data(path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def load_lazily(path: Path) -> Any:
-    """The graph with its external weights left on disk (read one by one by the quantizers, which
-    keeps a full-size quantization inside the memory of a 24 GB machine). Their locations are made
-    absolute so the reads work whatever the current folder; call materialize() before saving."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    for t in external_tensors(model):
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = str((path.parent / e.value).resolve())
-    return model
-
-
-def materialize(model: Any) -> Any:
-    """Read whatever external weights are still on disk into the model (after load_lazily)."""
-    from onnx.external_data_helper import load_external_data_for_tensor
-
-    for t in external_tensors(model):
-        load_external_data_for_tensor(t, "")
-        del t.external_data[:]
-        t.data_location = 0  # TensorProto.DEFAULT
-    return model
-
-
 def validate_graph(path: Path) -> None:
     """onnx.checker on the file (external data included) and an ONNX Runtime session that opens it."""
     import onnx

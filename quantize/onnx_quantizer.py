@@ -23,7 +23,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from allava.formats import get_format
 from allava.onnx_layout import (
@@ -31,10 +34,9 @@ from allava.onnx_layout import (
     GRAPHS,
     GraphError,
     describe_variant,
+    external_tensors,
     graph_files,
     graph_path,
-    load_lazily,
-    materialize,
     save_graph,
     to_fp16,
     validate_graph,
@@ -60,18 +62,76 @@ def _source(root: Path) -> Manifest:
     return man
 
 
+def _infer_shapes(model: Any) -> Any:
+    """Shape inference on the graph in memory: its external weights are not loaded, so this is small."""
+    import onnx
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    add_infer_metadata(inferred)
+    return inferred
+
+
+def load_lazily(path: Path) -> Any:
+    """The graph with shapes inferred and its external weights left on disk, so ONNX Runtime's
+    quantizers read one weight at a time (inside ``reading_beside(path)``)."""
+    import onnx
+
+    return _infer_shapes(onnx.load(str(path), load_external_data=False))
+
+
+@contextmanager
+def lean_shape_inference() -> Iterator[None]:
+    """ONNX Runtime's dynamic quantizer re-infers shapes by deep-copying the model, saving it with its
+    weights to a temporary folder and loading it back (onnx_quantizer.ONNXQuantizer.__init__): two more
+    copies of a 10.6 GB decoder, over 24 GB in all (killed, measured). Inside this block it infers them
+    on the graph in memory instead, which gives the same value_info. tests/export/test_onnx_export.py
+    quantizes graphs with external weights, so a change in ONNX Runtime shows up there."""
+    from unittest import mock
+
+    from onnxruntime.quantization import base_quantizer, onnx_quantizer
+
+    with mock.patch.object(onnx_quantizer, "save_and_reload_model_with_shape_infer", _infer_shapes), \
+            mock.patch.object(base_quantizer, "save_and_reload_model_with_shape_infer", _infer_shapes):
+        yield
+
+
+@contextmanager
+def reading_beside(path: Path) -> Iterator[None]:
+    """Run with the graph's folder as the current folder: the quantizers read an external weight
+    through onnx.numpy_helper.to_array without a base folder, and onnx resolves its (relative, as
+    onnx requires) location against the current folder."""
+    old = Path.cwd()
+    os.chdir(path.parent)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def materialize(model: Any, folder: Path) -> Any:
+    """Read the external weights still on disk (those no quantizer touched) into the model."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for t in external_tensors(model):
+        load_external_data_for_tensor(t, str(folder))
+        del t.external_data[:]
+        t.data_location = 0  # TensorProto.DEFAULT
+    return model
+
+
 def _int8(src: Path):
     """quantize_dynamic's steps (ONNXQuantizer, integer ops, per-channel int8 weights, MatMul weights
-    constant only) on a lazily loaded graph: ORT's quantize_dynamic loads, copies and shape-infers
-    the whole model first, which for ALLaVA-3B's 10.6 GB decoder went past 24 GB (killed, measured)."""
+    constant only) on a lazily loaded graph, without the whole-model copies (lean_shape_inference)."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
     from onnxruntime.quantization.quant_utils import QuantizationMode
 
-    q = ONNXQuantizer(load_lazily(src), True, False, QuantizationMode.IntegerOps, False, QuantType.QInt8,
-                      QuantType.QUInt8, None, None, None, ["MatMul", "Gemm"], {"MatMulConstBOnly": True})
-    q.quantize_model()
-    return materialize(q.model.model)
+    with reading_beside(src), lean_shape_inference():
+        q = ONNXQuantizer(load_lazily(src), True, False, QuantizationMode.IntegerOps, False, QuantType.QInt8,
+                          QuantType.QUInt8, None, None, None, ["MatMul", "Gemm"], {"MatMulConstBOnly": True})
+        q.quantize_model()
+    return materialize(q.model.model, src.parent)
 
 
 def _q4(src: Path, block_size: int, half: bool):
@@ -79,8 +139,9 @@ def _q4(src: Path, block_size: int, half: bool):
 
     q = MatMulNBitsQuantizer(load_lazily(src), bits=4, block_size=block_size, is_symmetric=True,
                              accuracy_level=ACCURACY_LEVEL)
-    q.process()
-    model = materialize(q.model.model)
+    with reading_beside(src):
+        q.process()
+    model = materialize(q.model.model, src.parent)
     return to_fp16(model) if half else model
 
 

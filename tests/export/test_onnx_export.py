@@ -121,6 +121,29 @@ def test_bad_input_is_one_clear_line(tiny_ckpt: Path, onnx_dir: Path, tmp_path: 
     assert str(dec.name) in errors[0] and "expected an ONNX graph" in errors[0]
 
 
+def test_quantizers_read_external_weights_one_at_a_time(onnx_dir: Path, tmp_path: Path):
+    """Full-size graphs keep their weights in {file}_data; the quantizers read them lazily (a 10.6 GB
+    decoder does not fit in memory three times). Same weights, same quantized graphs, same answers."""
+    import onnx
+
+    from export.parity import synthetic_prompts
+    from runtimes import load_runtime
+
+    ext = tmp_path / "external"
+    shutil.copytree(onnx_dir, ext, ignore=shutil.ignore_patterns("*_q4*", "*_quantized*", "INT8", "Q4", "Q4F16"))
+    for graph in GRAPHS:
+        path = ext / "onnx" / f"{graph}.onnx"
+        onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + "_data", size_threshold=0)
+    p = _run("quantize/run.py", "--format", "onnx", "--types", "int8,q4", "--export", str(ext))
+    assert p.returncode == 0, p.stderr[-2000:]
+    prompt = synthetic_prompts(1, 96, seed=2)[0]
+    for prec in ("INT8", "Q4"):
+        assert Manifest.read(variant_dir(ext, prec)).lm_bytes > 0
+        with load_runtime(variant_dir(ext, prec), THREADS) as a, load_runtime(variant_dir(onnx_dir, prec), THREADS) as b:
+            assert a.score(prompt.image, prompt.prompt, [5, 6, 7]).tolist() == b.score(prompt.image, prompt.prompt, [5, 6, 7]).tolist()
+
+
 @pytest.mark.slow
 def test_reexport_replaces_an_export_of_another_checkpoint(tiny_ckpt: Path, tmp_path: Path):
     from allava.modeling import save_random_checkpoint

@@ -1,0 +1,62 @@
+"""Benchmark: ONNX Runtime against llama.cpp at the ALLaVA-3B shape, on this host, in one run.
+
+  python bench/engines_allava3b.py [--device laptop] [--output-dir outputs/bench/engines-allava-3b]
+
+Runs the bench harness (bench/run.py) on the random-weight ALLaVA-3B checkpoint with latency only,
+for ONNX Runtime int8 and q4 and llama.cpp Q8_0, Q4_K_M and Q4_0, each in its own process with the
+same threads, image and prompt, and prints one table: TTFT, image encode, prefill and decode tok/s,
+peak RSS and size. It builds whatever is missing (the checkpoint, GGUF F16 and ONNX fp32 as the
+quantizers' sources, the quantized variants): about 15 minutes from nothing on 2 cores, mostly
+exports. The laptop profile (12 GiB) admits every one of these variants; the full report, plot and
+JSON land in --output-dir. Not a test: the figures belong to the host (its CPU features are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+VARIANTS = ["onnx:INT8", "onnx:Q4", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_0"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="laptop", help="device profile (default laptop: 12 GiB admits all five)")
+    ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench/engines-allava-3b"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--latency-tokens", type=int, default=32)
+    a = ap.parse_args()
+    cmd = [sys.executable, "bench/run.py", "--model", "allava-3b", "--random-init", "--benchmarks", "none",
+           "--device", a.device, "--variants", ",".join(VARIANTS), "--output-dir", str(a.output_dir),
+           "--repeats", str(a.repeats), "--latency-tokens", str(a.latency_tokens)]
+    rc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1]).returncode
+    results = a.output_dir / "results.json"
+    if rc != 0 or not results.is_file():
+        print(f"error: the bench run failed (exit {rc})", file=sys.stderr)
+        return rc or 1
+    res = json.loads(results.read_text())
+    by = {v["name"]: v for v in res["variants"]}
+    host = res["host"]
+    print(f"\nALLaVA-3B shape (random weights), {res['device']['host_threads']} threads, {host['cpu']} "
+          f"({', '.join(host.get('cpu_flags') or [])}), {res['config']['repeats']} runs of "
+          f"{res['config']['latency_tokens']} tokens, medians")
+    print(f"{'variant':<14} {'size GiB':>9} {'image ms':>9} {'TTFT s':>8} {'prefill tok/s':>14} {'decode tok/s':>13} "
+          f"{'peak RSS GiB':>13}")
+    for name in VARIANTS:
+        v = by.get(name)
+        if v is None or v.get("status") != "ok":
+            why = (v or {}).get("reason") or next((s["reason"] for s in res["skipped"] if s["variant"] == name), "not built")
+            print(f"{name:<14} {why[:90]}")
+            continue
+        lat = v["latency"]
+        print(f"{name:<14} {v['size_bytes'] / 2**30:>9.2f} {lat['image_encode_ms']['median']:>9.0f} "
+              f"{lat['ttft_ms']['median'] / 1e3:>8.1f} {lat['prefill_tok_s']['median']:>14.1f} "
+              f"{lat['decode_tok_s']['median']:>13.2f} {v['peak_rss_mb'] / 1024:>13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
