@@ -72,8 +72,8 @@ def save_graph(model: Any, path: Path, external: bool | None = None) -> None:
     """Save a ModelProto; its weights go to {file}_data when asked or when it would pass 2 GB."""
     import onnx
 
-    if external is None:
-        external = model.ByteSize() > EXTERNAL_DATA_BYTES
+    if external is None:  # ByteSize() itself fails past 2 GB: count the weights instead
+        external = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_BYTES
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + "_data", size_threshold=1024)
