@@ -49,10 +49,11 @@ class Manifest:
 
     @classmethod
     def for_files(cls, variant_dir: str | Path, files: dict[str, str | Path], **fields_: Any) -> Manifest:
-        """A manifest whose sizes are read from the files on disk (so they cannot disagree). Files are
-        stored relative to the variant folder; they may lie outside it ("../../onnx/x.onnx")."""
+        """A manifest whose sizes are read from the files on disk (so they cannot disagree). ``files``
+        are paths like any other (absolute or relative to the current folder); they are stored
+        relative to the variant folder, and may lie outside it ("../../onnx/x.onnx")."""
         vdir = Path(variant_dir)
-        names = {role: os.path.relpath(f, vdir) if Path(f).is_absolute() else str(f) for role, f in files.items()}
+        names = {role: os.path.relpath(Path(f).resolve(), vdir.resolve()) for role, f in files.items()}
         sizes = {role: (vdir / n).stat().st_size for role, n in names.items()}
         sizes["total"] = sum(sizes.values())
         known = {f.name for f in fields(cls)} - {"extra"}

@@ -52,24 +52,34 @@ class ReferenceRun:
     """The PyTorch results for the prompts, computed once and compared against every variant."""
 
     def __init__(self, checkpoint: Path, n: int, n_tokens: int, heldout: str | None, seed: int,
-                 threads: int | None, progress: bool) -> None:
-        from export.parity import reference_results
+                 threads: int | None, progress: bool, accuracy_items: int = 0) -> None:
+        from export.parity import heldout_accuracy, reference_results
         from runtimes import load_runtime
 
         self.prompts, self.source = _prompts(checkpoint, n, heldout, seed)
         ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
         self.results = reference_results(ref, self.prompts, n_tokens, progress)
         self.n_tokens = n_tokens
+        self.items, self.accuracy = [], None
+        if accuracy_items and heldout and Path(heldout).is_file():
+            from allava.evaluate import load_heldout
+
+            self.items = load_heldout(heldout, limit=accuracy_items)
+            self.accuracy = heldout_accuracy(ref, self.items, progress=progress)["exact_match"]
 
 
 def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True) -> dict[str, Any]:
     """Run the parity measurement of one variant in this process (with whatever engine builds it imports)."""
-    from export.parity import run_parity
+    from export.parity import heldout_accuracy, run_parity
     from runtimes import load_runtime
 
     cand = load_runtime(variant, threads)
     res = run_parity(None, cand, ref.prompts, ref.n_tokens, tie_eps, progress, refs=ref.results)
     res["summary"]["prompts"] = ref.source
+    if ref.accuracy is not None:  # what a lower precision costs in answers, on the same questions
+        got = heldout_accuracy(cand, ref.items, progress=progress)["exact_match"]
+        res["summary"].update(heldout_n=len(ref.items), heldout_exact_match=got, heldout_reference=ref.accuracy,
+                              heldout_delta=got - ref.accuracy)
     if cand.supports("build_info"):
         res["build"] = cand.build_info()
     cand.close()
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", default=str(DEFAULT_HELDOUT) if DEFAULT_HELDOUT.is_file() else None,
                     help="ALLaVA held-out JSON (default: the built-in world's, when it exists)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
+    ap.add_argument("--accuracy", type=int, default=0, metavar="N", help="also score N held-out questions "
+                    "(exact match) with each variant and PyTorch: the accuracy delta (default 0: off)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: all; use 1 on "
                     "a busy machine: llama.cpp's spinning thread pool stalls when cores are oversubscribed)")
     ap.add_argument("--stock-site", type=Path, default=DEFAULT_STOCK,
@@ -142,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             not_run.append(f"{variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured")
             continue
         try:
-            ref = ref or ReferenceRun(a.checkpoint, a.n, a.tokens, a.heldout, a.seed, a.threads, not a.quiet)
+            ref = ref or ReferenceRun(a.checkpoint, a.n, a.tokens, a.heldout, a.seed, a.threads, not a.quiet,
+                                      a.accuracy)
             res = measure(ref, variant, a.tie_eps, a.threads, not a.quiet)
         except (VariantError, ManifestError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)

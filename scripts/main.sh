@@ -27,7 +27,7 @@ python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$
 python quantize/run.py --format onnx --types int8,q4,q4f16 --export "$OUT/exports/onnx"
 
 step "parity: every variant (GGUF, ONNX) against the PyTorch checkpoint"
-python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
+python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --accuracy 200 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
 
 step "bench: latency, memory and accuracy per variant on the mobile profile (built-in world + the 12 report benchmarks, offline)"
 python bench/run.py --device mobile --benchmarks all --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"

@@ -50,7 +50,7 @@ files = {}
 for f in sorted(a.checkpoint.iterdir()):
     if f.is_file():
         shutil.copy(f, vdir / f.name)
-        files[f.stem if f.suffix != ".safetensors" else "model"] = f.name
+        files[f.stem if f.suffix != ".safetensors" else "model"] = vdir / f.name
 Manifest.for_files(vdir, files, format=fmt, precision=a.precision.upper(), name="toy",
                    source={"checkpoint": str(a.checkpoint.resolve())}, created_by="toyfmt.export").write(vdir)
 print("wrote", vdir)

@@ -139,3 +139,12 @@ def test_cli_reports_clear_error(tmp_path: Path):
                        capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 2 and "error:" in p.stderr and "config.json" in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_relative_outdir_as_make_main_gives_it(tiny_ckpt: Path, tmp_path: Path):
+    """`python export/to_gguf.py outputs/tiny --outdir outputs/exports/gguf`: paths relative to the current folder."""
+    p = subprocess.run([sys.executable, str(REPO / "export/to_gguf.py"), str(tiny_ckpt), "--outdir", "exports/gguf",
+                        "--outtype", "f16"], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-1500:]
+    m = read_manifest(tmp_path / "exports/gguf/F16")
+    assert m["files"] == {"model": "tiny-random-F16.gguf", "mmproj": "mmproj-tiny-random-F16.gguf"}
