@@ -176,7 +176,7 @@ def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32) -> Path:
     precision = TYPES.get(qtype.lower())
     if precision is None:
         raise QuantizeError(f"unknown ONNX type {qtype!r}; choose from {', '.join(TYPES)}")
-    root = Path(export)
+    root = Path(export).resolve()  # the quantizers run from the graphs' folder (reading_beside)
     src = _source(root)
     t0 = time.time()
     for graph in GRAPHS:

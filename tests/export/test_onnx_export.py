@@ -135,7 +135,8 @@ def test_quantizers_read_external_weights_one_at_a_time(onnx_dir: Path, tmp_path
         path = ext / "onnx" / f"{graph}.onnx"
         onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + "_data", size_threshold=0)
-    p = _run("quantize/run.py", "--format", "onnx", "--types", "int8,q4", "--export", str(ext))
+    p = subprocess.run([sys.executable, str(REPO / "quantize/run.py"), "--format", "onnx", "--types", "int8,q4",
+                        "--export", "external"], cwd=tmp_path, capture_output=True, text=True)  # a relative path, as in make main
     assert p.returncode == 0, p.stderr[-2000:]
     prompt = synthetic_prompts(1, 96, seed=2)[0]
     for prec in ("INT8", "Q4"):
