@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from allava.cli import exit_code
 from allava.fileio import atomic_path
 from allava.variant import Manifest, human_size, writing_variant
 from export.checkpoint import ExportError, open_checkpoint
@@ -92,15 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not a.outdir and not a.mmproj_only:
         ap.error("--outdir is required")
-    try:
-        if a.mmproj_only:
-            export_mmproj(a.checkpoint, a.mmproj_only, a.mmproj_outtype or "f16")
-        else:
-            export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    if a.mmproj_only:
+        return exit_code(lambda: export_mmproj(a.checkpoint, a.mmproj_only, a.mmproj_outtype or "f16"), ExportError)
+    return exit_code(lambda: export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype), ExportError)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from allava.cli import exit_code
 from allava.formats import get_format
 from allava.onnx_layout import (
     EXTERNAL_DATA_BYTES,
@@ -199,12 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtypes", default="fp32", help="comma-separated: fp32 (always written), fp16. "
                     "Lower bits: python quantize/run.py --format onnx")
     a = ap.parse_args(argv)
-    try:
-        export_onnx(a.checkpoint, a.outdir, [d.strip() for d in a.dtypes.split(",") if d.strip()])
-    except (ExportError, GraphError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: export_onnx(a.checkpoint, a.outdir, [d.strip() for d in a.dtypes.split(",") if d.strip()]),
+                     ExportError, GraphError)
 
 
 if __name__ == "__main__":

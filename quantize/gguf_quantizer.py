@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from allava.cli import exit_code
 from allava.fileio import atomic_path
 from allava.formats import get_format
 from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant, writing_variant
@@ -150,16 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: llama-cpp-python is not installed; run scripts/build_llama_cpp.sh", file=sys.stderr)
         return 2
     types = [t.strip().lower() for t in a.types.split(",") if t.strip()]
-    try:
+
+    def run() -> None:
         src = find_source(a.export)
         man = Manifest.read(src)
         print(f"source {src} ({man.precision}, LM {human_size(man.sizes['model'])})")
         for t in types:
             quantize_gguf(a.export, t, a.threads, a.mmproj)
-    except (QuantizeError, ManifestError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run, QuantizeError, ManifestError)
 
 
 if __name__ == "__main__":

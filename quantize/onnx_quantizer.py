@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from allava.cli import exit_code
 from allava.formats import get_format
 from allava.onnx_layout import (
     FORMAT,
@@ -197,15 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-size", type=int, default=32, choices=[16, 32, 64, 128, 256],
                     help="weights per 4-bit scale for q4/q4f16 (default 32)")
     a = ap.parse_args(argv)
-    try:
-        src = _source(a.export)
-        print(f"source {a.export} ({SOURCE}, {human_size(src.total_bytes)})")
+    def run() -> None:
+        print(f"source {a.export} ({SOURCE}, {human_size(_source(a.export).total_bytes)})")
         for t in (t.strip() for t in a.types.split(",") if t.strip()):
             quantize_onnx(a.export, t, a.block_size)
-    except (QuantizeError, GraphError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run, QuantizeError, GraphError)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from allava.cli import exit_code
 from allava.modeling import available_presets
 from allava.schema import DataError
 
@@ -64,12 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         for stage in cfg.stages:
             stage.max_steps = args.max_steps
-    try:
-        run_training(cfg, resume=args.resume)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run_training(cfg, resume=args.resume), DataError)
 
 
 if __name__ == "__main__":
