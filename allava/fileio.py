@@ -37,3 +37,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+
+
+def cache_dir() -> Path:
+    """The user cache for things the toolkit builds once and reuses (compiled helpers, calibration
+    data): ``$ALLAVA_CACHE_DIR``, else ``$XDG_CACHE_HOME/allava-edge`` or ``~/.cache/allava-edge``."""
+    env = os.environ.get("ALLAVA_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "allava-edge"

@@ -60,13 +60,18 @@ class Precision:
 @dataclass(frozen=True)
 class StageCommand:
     """A stage program, run as ``python -m MODULE ARGS``; ARGS may hold {checkpoint}, {outdir},
-    {precision} (one precision's cli value) and {precisions} (comma-separated)."""
+    {precision} (one precision's cli value), {name} (its table name) and {precisions} (comma-separated
+    cli values). A quantize command that takes {precision} runs once per precision."""
 
     module: str
     args: tuple[str, ...]
 
     def argv(self, **values: str) -> list[str]:
         return [sys.executable, "-m", self.module, *(a.format(**values) for a in self.args)]
+
+    @property
+    def per_precision(self) -> bool:
+        return any("{precision}" in a or "{name}" in a for a in self.args)
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Format:
     export: StageCommand | None = None
     quantize: StageCommand | None = None
     quantize_source: str | None = None  # the export precision the bench builds for the quantizer to read
+    # (None: the quantizer reads the checkpoint itself, as GPTQ does)
     host_needs: tuple[HostNeed, ...] = ()
     runs_with: str = ""  # the engine, for people: "llama.cpp (llama-cpp-python)"
     libraries: tuple[str, ...] = ()  # distributions whose versions a benchmark report records
@@ -210,4 +216,21 @@ register(Format(
     runs_with="ONNX Runtime (CPU); the same folder runs in transformers.js",
     libraries=("onnxruntime", "onnx"),
     description="three graphs (vision encoder, token embedding, decoder with KV cache) in the transformers.js layout",
+))
+
+register(Format(
+    name="gptq",
+    runtime="runtimes.gptq_runtime:GptqRuntime",
+    precisions=(  # bits + an fp16 scale and a packed zero point per group of 128 weights
+        Precision("W4G128", 4.16, ("quantize",)),
+        Precision("W8G128", 8.16, ("quantize",)),
+    ),
+    folder="gptq",
+    quantize=StageCommand("quantize.gptq_quantizer", ("{checkpoint}", "--outdir", "{outdir}/{name}",
+                                                      "--precision", "{precision}")),
+    host_needs=(needs_module("gptqmodel", "gptqmodel (pip install 'allava-edge[gptq]')"),
+                needs_module("optimum", "optimum (pip install 'allava-edge[gptq]')")),
+    runs_with="transformers + GPTQModel kernels (the same folder loads in vLLM and SGLang)",
+    libraries=("gptqmodel", "optimum", "transformers", "torch"),
+    description="a transformers model folder whose language model is GPTQ-quantized (v1 format), vision in fp16",
 ))

@@ -108,7 +108,11 @@ class Manifest:
     @property
     def lm_bytes(self) -> int:
         """Language-model bytes read per decoded token (the roofline's numerator): the LM file and,
-        when its weights live in an external data file (role "model_data"), that file too."""
+        when its weights live in an external data file (role "model_data"), that file too. A variant
+        whose one weight file also holds the vision tower (a transformers folder such as GPTQ's)
+        records the language model's share itself (``lm_bytes``)."""
+        if "lm_bytes" in self.extra:
+            return int(self.extra["lm_bytes"])
         return int(self.sizes.get(LM_ROLE) or self.total_bytes) + int(self.sizes.get(f"{LM_ROLE}_data", 0))
 
 

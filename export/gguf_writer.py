@@ -25,8 +25,9 @@ from gguf import GGMLQuantizationType as QT
 from gguf import Keys, LlamaFileType, TokenType
 from tqdm import tqdm
 
+from allava.checkpoint import Checkpoint, load_tokenizer_info
 from allava.formats import get_format
-from export.checkpoint import Checkpoint, ExportError, load_tokenizer_info
+from export.errors import ExportError
 
 # The precisions the writer produces are the format table's export precisions (allava/formats.py).
 OUTTYPES = {p.cli: p.name for p in get_format("gguf").made_by("export")}

@@ -15,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+from allava.checkpoint import CheckpointError, open_checkpoint
 from allava.cli import exit_code
 from allava.fileio import atomic_path
 from allava.variant import Manifest, human_size, writing_variant
-from export.checkpoint import ExportError, open_checkpoint
+from export.errors import ExportError
 from export.gguf_writer import (
     MMPROJ_OUTTYPES,
     OUTTYPES,
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.outdir and not a.mmproj_only:
         ap.error("--outdir is required")
     if a.mmproj_only:
-        return exit_code(lambda: export_mmproj(a.checkpoint, a.mmproj_only, a.mmproj_outtype or "f16"), ExportError)
-    return exit_code(lambda: export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype), ExportError)
+        return exit_code(lambda: export_mmproj(a.checkpoint, a.mmproj_only, a.mmproj_outtype or "f16"), ExportError, CheckpointError)
+    return exit_code(lambda: export_gguf(a.checkpoint, a.outdir, a.outtype, a.name, a.mmproj_outtype), ExportError, CheckpointError)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from allava.checkpoint import CheckpointError, open_checkpoint
 from allava.cli import exit_code
 from allava.formats import get_format
 from allava.onnx_layout import (
@@ -45,7 +46,7 @@ from allava.onnx_layout import (
 )
 from allava.onnx_layout import FORMAT as FORMAT_NAME
 from allava.variant import Manifest, ManifestError, find_manifests, human_size
-from export.checkpoint import ExportError, open_checkpoint
+from export.errors import ExportError
 
 FORMAT = get_format(FORMAT_NAME)
 MODEL_FOLDER_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     "Lower bits: python quantize/run.py --format onnx")
     a = ap.parse_args(argv)
     return exit_code(lambda: export_onnx(a.checkpoint, a.outdir, [d.strip() for d in a.dtypes.split(",") if d.strip()]),
-                     ExportError, GraphError)
+                     ExportError, CheckpointError, GraphError)
 
 
 if __name__ == "__main__":

@@ -24,15 +24,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from allava.fileio import cache_dir
+
 SOURCE = Path(__file__).parent / "csrc" / "greedy_loop.c"
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("ALLAVA_CACHE_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "allava-edge"
 
 
 def library_path() -> Path:

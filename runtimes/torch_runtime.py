@@ -33,8 +33,16 @@ class TorchRuntime(Runtime):
     format = REFERENCE
     default_dtype = "float32"
 
+    device = torch.device("cpu")
+
+    def _from_pretrained(self) -> torch.nn.Module:
+        """The model, in ``self.dtype`` on ``self.device``; a subclass adds its loading options here."""
+        from transformers import LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration.from_pretrained(self.variant, dtype=self.dtype)
+
     def load(self, variant_path: str | Path, threads: int | None = None, dtype: str | None = None) -> TorchRuntime:
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
+        from transformers import AutoProcessor
 
         t0 = time.perf_counter()
         if threads:
@@ -44,7 +52,7 @@ class TorchRuntime(Runtime):
         if not (self.variant / "config.json").is_file():
             raise VariantError(f"{self.variant}: no config.json; not a Hugging Face model folder")
         try:
-            self.model = LlavaForConditionalGeneration.from_pretrained(self.variant, dtype=self.dtype).eval()
+            self.model = self._from_pretrained().eval()
             self.processor = AutoProcessor.from_pretrained(self.variant)
         except Exception as exc:  # noqa: BLE001 - truncated/missing weights, bad config: the variant is unusable
             raise VariantError(f"{self.variant}: transformers could not load it: {type(exc).__name__}: {exc}") from exc
@@ -59,8 +67,13 @@ class TorchRuntime(Runtime):
 
     def _inputs(self, image: Image.Image | None, prompt: str) -> dict[str, torch.Tensor]:
         if image is None:
-            return dict(self.tokenizer(prompt.replace(IMAGE_MARKER, ""), return_tensors="pt"))
-        return dict(self.processor(images=image.convert("RGB"), text=prompt, return_tensors="pt"))
+            enc = self.tokenizer(prompt.replace(IMAGE_MARKER, ""), return_tensors="pt")
+        else:
+            enc = self.processor(images=image.convert("RGB"), text=prompt, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _ids(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], device=self.device)
 
     @torch.inference_mode()
     def _encode(self, inputs: dict[str, torch.Tensor]) -> tuple[dict[str, object], float]:
@@ -78,8 +91,8 @@ class TorchRuntime(Runtime):
     @torch.inference_mode()
     def image_embeddings(self, image: Image.Image) -> np.ndarray:
         pv = self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        feats = image_features(self.model, pv.to(self.dtype))
-        return feats.reshape(-1, feats.shape[-1]).float().numpy()
+        feats = image_features(self.model, pv.to(self.device, self.dtype))
+        return feats.reshape(-1, feats.shape[-1]).float().cpu().numpy()
 
     @torch.inference_mode()
     def generate(self, image: Image.Image | None, prompt: str, max_new_tokens: int = 32,
@@ -98,7 +111,7 @@ class TorchRuntime(Runtime):
         ids = [tok]
         t1 = time.perf_counter()
         while len(ids) < max_new_tokens and (ignore_eos or tok != self.eos_id):
-            out = self.model(input_ids=torch.tensor([[tok]]), use_cache=True, **{self._cache_kw: past})
+            out = self.model(input_ids=self._ids([tok]), use_cache=True, **{self._cache_kw: past})
             past = _cache_of(out)
             tok = int(out.logits[0, -1].argmax())
             ids.append(tok)
@@ -120,10 +133,10 @@ class TorchRuntime(Runtime):
         out = self.model(**kw, use_cache=True)
         rows = [out.logits[0, -1:]]
         if len(continuation_ids) > 1:
-            rest = self.model(input_ids=torch.tensor([continuation_ids[:-1]]), use_cache=True,
+            rest = self.model(input_ids=self._ids(continuation_ids[:-1]), use_cache=True,
                               **{self._cache_kw: _cache_of(out)})
             rows.append(rest.logits[0])
-        return torch.cat(rows).float().numpy()
+        return torch.cat(rows).float().cpu().numpy()
 
     def prompt_token_ids(self, prompt: str, image: bool = True) -> list[int]:
-        return self._inputs(Image.new("RGB", (8, 8)) if image else None, prompt)["input_ids"][0].tolist()
+        return self._inputs(Image.new("RGB", (8, 8)) if image else None, prompt)["input_ids"][0].cpu().tolist()

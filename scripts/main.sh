@@ -22,11 +22,13 @@ python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f16
 step "export: ONNX fp32 and fp16 (vision encoder, token embedding, decoder with KV cache; transformers.js layout)"
 python export/to_onnx.py "$OUT/tiny" --outdir "$OUT/exports/onnx" --dtypes fp32,fp16
 
-step "quantize: llama.cpp's own quantizer; ONNX Runtime's int8 and 4-bit quantizers"
+step "quantize: llama.cpp's own quantizer; ONNX Runtime's int8 and 4-bit quantizers; GPTQ 4-bit (multimodal calibration)"
 python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$OUT/exports/gguf"
 python quantize/run.py --format onnx --types int8,q4,q4f16 --export "$OUT/exports/onnx"
+python quantize/run.py --format gptq --bits 4 --group-size 128 "$OUT/tiny" --outdir "$OUT/exports/gptq/W4G128" \
+  --calibration "$OUT/world/ALLaVA-Instruct-World.json"
 
-step "parity: every variant (GGUF, ONNX) against the PyTorch checkpoint"
+step "parity: every variant (GGUF, ONNX, GPTQ) against the PyTorch checkpoint"
 python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --accuracy 200 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
 
 step "bench: latency, memory and accuracy per variant on the mobile profile (built-in world + the 12 report benchmarks, offline)"

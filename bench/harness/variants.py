@@ -186,8 +186,14 @@ def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, 
                 fresh.add(p.name)
         if quantized and (source is None or source.name in fresh):
             assert fmt.quantize is not None
-            _run(fmt.quantize.argv(outdir=str(outdir), precisions=",".join(p.cli for p in quantized)), log,
-                 f"quantize {name}:{','.join(p.name for p in quantized)}")
+            values = {"checkpoint": str(checkpoint), "outdir": str(outdir)}
+            if fmt.quantize.per_precision:
+                for p in quantized:
+                    _run(fmt.quantize.argv(**values, precision=p.cli, name=p.name, precisions=p.cli), log,
+                         f"quantize {name}:{p.name}")
+            else:
+                _run(fmt.quantize.argv(**values, precisions=",".join(p.cli for p in quantized)), log,
+                     f"quantize {name}:{','.join(p.name for p in quantized)}")
 
 
 def _run(cmd: list[str], log: list[str], what: str) -> bool:

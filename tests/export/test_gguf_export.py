@@ -12,8 +12,9 @@ import gguf
 import numpy as np
 import pytest
 
+from allava.checkpoint import CheckpointError
 from allava.variant import MANIFEST, read_manifest
-from export.checkpoint import ExportError
+from export.errors import ExportError
 from export.gguf_writer import read_gguf
 from export.to_gguf import export_gguf
 
@@ -112,13 +113,13 @@ def test_bad_checkpoint_is_rejected_and_nothing_written(tiny_ckpt: Path, tmp_pat
     bad = tmp_path / "bad"
     shutil.copytree(tiny_ckpt, bad)
     damage(bad)
-    with pytest.raises(ExportError, match=match):
+    with pytest.raises(CheckpointError, match=match):
         export_gguf(bad, tmp_path / "out")
     _assert_nothing_written(tmp_path / "out")
 
 
 def test_checkpoint_that_is_not_a_folder(tmp_path: Path):
-    with pytest.raises(ExportError, match="not a folder"):
+    with pytest.raises(CheckpointError, match="not a folder"):
         export_gguf(tmp_path / "does-not-exist", tmp_path / "out")
 
 

@@ -1,7 +1,8 @@
 """The runtime contract, checked for every format in the format table (allava/formats.py).
 
 A format joins this test by being in the table: its variant is built by the table's own export
-command (as the bench builds it), then every runtime must load it, generate greedy tokens with
+command (or, for a format made from the checkpoint by its quantizer, that command), as the bench
+builds it; then every runtime must load it, generate greedy tokens with
 timings, generate exactly N tokens with ignore_eos, honour the capabilities it claims, and refuse a
 broken variant with an error that names it. A format this host cannot run is skipped with the
 table's reason.
@@ -35,12 +36,18 @@ def built(tiny_ckpt: Path, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     out: dict[str, tuple[Path, Path]] = {REFERENCE: (tiny_ckpt, tiny_ckpt)}
     root = tmp_path_factory.mktemp("contract")
     for fmt in all_formats():
-        if fmt.export is None or fmt.not_runnable_reason():
+        if fmt.name == REFERENCE or fmt.not_runnable_reason():
             continue
         outdir = root / fmt.name
-        precision = fmt.made_by("export")[0]
-        proc = subprocess.run(fmt.export.argv(checkpoint=str(tiny_ckpt), outdir=str(outdir), precision=precision.cli),
-                              capture_output=True, text=True)
+        if fmt.export is not None:
+            precision = fmt.made_by("export")[0]
+            argv = fmt.export.argv(checkpoint=str(tiny_ckpt), outdir=str(outdir), precision=precision.cli)
+        else:  # a format its quantizer makes straight from the checkpoint (GPTQ)
+            assert fmt.quantize is not None and fmt.quantize_source is None, f"{fmt.name}: no command makes it"
+            precision = fmt.made_by("quantize")[0]
+            argv = fmt.quantize.argv(checkpoint=str(tiny_ckpt), outdir=str(outdir), precision=precision.cli,
+                                     name=precision.name, precisions=precision.cli)
+        proc = subprocess.run(argv, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
         variants = [p.parent for p in outdir.rglob("*") if p.is_file() and is_variant(p.parent)]
         assert variants, f"{fmt.name}: the export command wrote no variant manifest under {outdir}"

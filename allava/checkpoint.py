@@ -1,6 +1,7 @@
 """Read a LLaVA-Phi Hugging Face folder without instantiating the model.
 
-Why not `from_pretrained`: the exporter only needs names, shapes and one tensor at a time, and a
+In the core package because every stage after training opens checkpoints (the exporters, the GPTQ
+quantizer) and validates them the same way. Why not `from_pretrained`: an exporter only needs names, shapes and one tensor at a time, and a
 3B checkpoint in fp32 is 12 GB. Reading safetensors lazily keeps the export's peak memory near the
 largest single tensor. Key names are normalised across the layouts transformers has used for
 `LlavaForConditionalGeneration` (`language_model.model.*` on disk in 4.x/5.x, `model.language_model.*`
@@ -20,8 +21,8 @@ import torch
 from safetensors import safe_open
 
 
-class ExportError(RuntimeError):
-    """The input cannot be exported; the message says which file and why."""
+class CheckpointError(ValueError):
+    """The folder is not a readable LLaVA-Phi checkpoint; the message says which file and why."""
 
 
 # (prefix on disk, canonical prefix). First match wins; order matters (longest first).
@@ -87,29 +88,29 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Validate an HF LLaVA-Phi folder and index its tensors; raise ExportError with the reason otherwise."""
+    """Validate an HF LLaVA-Phi folder and index its tensors; raise CheckpointError with the reason otherwise."""
     root = Path(path)
     if not root.is_dir():
-        raise ExportError(f"{root}: not a folder (expected a Hugging Face model folder)")
+        raise CheckpointError(f"{root}: not a folder (expected a Hugging Face model folder)")
     cfg_path = root / "config.json"
     if not cfg_path.is_file():
-        raise ExportError(f"{root}: missing config.json")
+        raise CheckpointError(f"{root}: missing config.json")
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
-        raise ExportError(f"{cfg_path}: not valid JSON ({e})") from e
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from e
     mt = config.get("model_type")
     text_mt = (config.get("text_config") or {}).get("model_type")
     vis_mt = (config.get("vision_config") or {}).get("model_type")
     if mt != "llava" or text_mt != "phi" or vis_mt not in ("clip_vision_model", "clip"):
-        raise ExportError(
+        raise CheckpointError(
             f"{cfg_path}: unsupported architecture model_type={mt!r} text={text_mt!r} vision={vis_mt!r}; "
-            "the GGUF exporter handles LLaVA with a CLIP vision tower and a Phi language model "
+            "the toolkit handles LLaVA with a CLIP vision tower and a Phi language model "
             "(import released ALLaVA checkpoints into the transformers layout first)"
         )
     if not (root / "tokenizer.json").is_file():
-        raise ExportError(
-            f"{root}: no tokenizer.json; the GGUF needs the tokenizer (save it with processor.save_pretrained)"
+        raise CheckpointError(
+            f"{root}: no tokenizer.json; exports and quantized folders need the tokenizer (save it with processor.save_pretrained)"
         )
     index = root / "model.safetensors.index.json"
     if index.is_file():
@@ -117,10 +118,10 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     elif (root / "model.safetensors").is_file():
         files = [root / "model.safetensors"]
     else:
-        raise ExportError(f"{root}: no model.safetensors (or sharded index); only safetensors checkpoints are read")
+        raise CheckpointError(f"{root}: no model.safetensors (or sharded index); only safetensors checkpoints are read")
     for f in files:
         if not f.is_file():
-            raise ExportError(f"{root}: missing weight file {f.name}")
+            raise CheckpointError(f"{root}: missing weight file {f.name}")
     ck = Checkpoint(root, config, files)
     for f in files:
         try:
@@ -128,13 +129,13 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
                 for key in st.keys():  # noqa: SIM118 - safe_open is not iterable
                     name = canonical_name(key)
                     if name is None:
-                        raise ExportError(f"{f}: unexpected tensor {key!r} for a LLaVA checkpoint")
+                        raise CheckpointError(f"{f}: unexpected tensor {key!r} for a LLaVA checkpoint")
                     ck.keys[name] = (f, key)
                     ck.shapes[name] = tuple(st.get_slice(key).get_shape())
-        except ExportError:
+        except CheckpointError:
             raise
         except Exception as e:  # safetensors raises its own error types for truncated/foreign files
-            raise ExportError(f"{f}: cannot read safetensors ({e})") from e
+            raise CheckpointError(f"{f}: cannot read safetensors ({e})") from e
     return ck
 
 
@@ -143,7 +144,7 @@ def load_tokenizer_info(root: Path) -> dict[str, Any]:
     tj = json.loads((root / "tokenizer.json").read_text())
     model = tj.get("model", {})
     if model.get("type") != "BPE":
-        raise ExportError(f"{root}/tokenizer.json: tokenizer model {model.get('type')!r} is not BPE")
+        raise CheckpointError(f"{root}/tokenizer.json: tokenizer model {model.get('type')!r} is not BPE")
     vocab: dict[str, int] = dict(model["vocab"])
     special: set[int] = set()
     added: set[int] = set()
