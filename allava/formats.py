@@ -100,6 +100,9 @@ class Format:
     quantize: StageCommand | None = None
     quantize_source: str | None = None  # the export precision the bench builds for the quantizer to read
     # (None: the quantizer reads the checkpoint itself, as GPTQ does)
+    # added to the quantize command when the bench builds from random weights (latency and size only):
+    # options that make a data-driven quantizer cheap where its data cannot matter
+    random_weights_args: tuple[str, ...] = ()
     host_needs: tuple[HostNeed, ...] = ()
     runs_with: str = ""  # the engine, for people: "llama.cpp (llama-cpp-python)"
     libraries: tuple[str, ...] = ()  # distributions whose versions a benchmark report records
@@ -228,6 +231,7 @@ register(Format(
     folder="gptq",
     quantize=StageCommand("quantize.gptq_quantizer", ("{checkpoint}", "--outdir", "{outdir}/{name}",
                                                       "--precision", "{precision}")),
+    random_weights_args=("--n-samples", "8"),  # full size: ~30 min on 2 cores instead of hours
     host_needs=(needs_module("gptqmodel", "gptqmodel (pip install 'allava-edge[gptq]')"),
                 needs_module("optimum", "optimum (pip install 'allava-edge[gptq]')")),
     runs_with="transformers + GPTQModel kernels (the same folder loads in vLLM and SGLang)",

@@ -1,13 +1,14 @@
-"""Benchmark: ONNX Runtime against llama.cpp at the ALLaVA-3B shape, on this host, in one run.
+"""Benchmark: ONNX Runtime, llama.cpp and GPTQ at the ALLaVA-3B shape, on this host, in one run.
 
   python bench/engines_allava3b.py [--device laptop] [--output-dir outputs/bench/engines-allava-3b]
 
 Runs the bench harness (bench/run.py) on the random-weight ALLaVA-3B checkpoint with latency only,
-for ONNX Runtime int8 and q4 and llama.cpp Q8_0, Q4_K_M and Q4_0, each in its own process with the
+for ONNX Runtime int8 and q4, llama.cpp Q8_0, Q4_K_M and Q4_0 and GPTQ W4G128 (transformers +
+GPTQModel's CPU kernel), each in its own process with the
 same threads, image and prompt, and prints one table: TTFT, image encode, prefill and decode tok/s,
 peak RSS and size. It builds whatever is missing (the checkpoint, GGUF F16 and ONNX fp32 as the
 quantizers' sources, the quantized variants): about 15 minutes from nothing on 2 cores, mostly
-exports. The laptop profile (12 GiB) admits every one of these variants; the full report, plot and
+exports, plus ~30 minutes for GPTQ (bench/gptq_allava3b.py builds it alone and prints its cost). The laptop profile (12 GiB) admits every one of these variants; the full report, plot and
 JSON land in --output-dir. Not a test: the figures belong to the host (its CPU features are printed).
 """
 
@@ -19,12 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-VARIANTS = ["onnx:INT8", "onnx:Q4", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_0"]
+VARIANTS = ["onnx:INT8", "onnx:Q4", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_0", "gptq:W4G128"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="laptop", help="device profile (default laptop: 12 GiB admits all five)")
+    ap.add_argument("--device", default="laptop", help="device profile (default laptop: 12 GiB admits all six)")
     ap.add_argument("--output-dir", type=Path, default=Path("outputs/bench/engines-allava-3b"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--latency-tokens", type=int, default=32)

@@ -28,13 +28,17 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from allava.checkpoint import CheckpointError, open_checkpoint
+from allava.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from allava.cli import exit_code
 from allava.formats import UnknownFormatError, get_format
+from allava.memory import peak_rss_mb
 from allava.variant import MANIFEST, Manifest, ManifestError, human_size
 from quantize.gptq_calibration import CalibrationError, CalibrationSpec, build_samples, default_data
 
@@ -127,6 +131,22 @@ def store_dense_in_fp16(folder: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+@contextmanager
+def _logs_out_of_cwd() -> Iterator[None]:
+    """GPTQModel 7.x writes a log file per run into ./logs of the current folder; send it to a
+    temporary folder, removed afterwards. Its per-layer losses stay in the variant as
+    quant_log.csv, which GPTQModel saves there."""
+    folder = Path(tempfile.mkdtemp(prefix="gptq-logs-"))
+    try:
+        from gptqmodel.looper import loop_processor
+
+        if hasattr(loop_processor, "_PROJECT_LOG_DIR"):
+            loop_processor._PROJECT_LOG_DIR = folder
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _read_back(folder: Path, sample: dict[str, Any], bits: int) -> None:
     """Load the written folder the way users will (transformers + optimum + gptqmodel) and run one
     calibration sample: a folder that does not load or gives non-finite logits is not published."""
@@ -164,18 +184,26 @@ def quantize_gptq(checkpoint: str | Path, outdir: str | Path, bits: int = 4, gro
     # GPTQModel's CPU thread pool: its model loader asks for 2 workers, so fewer fails at load
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, threads or os.cpu_count() or 1)))
     import torch
-    from transformers import AutoProcessor
 
     if threads:
         torch.set_num_threads(threads)
     try:
-        from gptqmodel import GPTQModel, QuantizeConfig
+        import gptqmodel  # noqa: F401 - fail here with the install hint, not deep inside
     except ImportError as exc:
         raise GptqError("gptqmodel is not installed: pip install 'allava-edge[gptq]' (scripts/install.sh installs it)") from exc
     from quantize.gptq_llava import register
 
     register()
-    device = _device(device)
+    with _logs_out_of_cwd():
+        return _quantize_into(ck, outdir, bits, group_size, desc_act, calibration, _device(device))
+
+
+def _quantize_into(ck: Checkpoint, outdir: Path, bits: int, group_size: int, desc_act: bool,
+                   calibration: CalibrationSpec, device: str) -> Path:
+    import torch
+    from gptqmodel import GPTQModel, QuantizeConfig
+    from transformers import AutoProcessor
+
     processor = AutoProcessor.from_pretrained(ck.path)
     samples = build_samples(calibration, processor)
     print(f"gptq: {len(samples)} {calibration.describe()['kind']} calibration samples from {calibration.data} "
@@ -194,7 +222,6 @@ def quantize_gptq(checkpoint: str | Path, outdir: str | Path, bits: int = 4, gro
     try:
         model.save(str(partial))
         processor.save_pretrained(partial)  # processor/preprocessor config, tokenizer, chat template
-        (partial / "quant_log.csv").unlink(missing_ok=True)  # GPTQModel's per-layer log (its losses print above)
         store_dense_in_fp16(partial)
         _read_back(partial, samples[0], bits)
         weights = sorted(partial.glob("*.safetensors"))
@@ -211,7 +238,7 @@ def quantize_gptq(checkpoint: str | Path, outdir: str | Path, bits: int = 4, gro
             name=outdir.name, runtime=get_format(FORMAT).runtime,
             bits=bits, group_size=group_size, desc_act=desc_act, sym=True, checkpoint_format="gptq",
             calibration=calibration.describe(), quantize_s=round(quantize_s, 1), device=device,
-            lm_bytes=lm_weight_bytes(partial),
+            peak_rss_mb=round(peak_rss_mb()), lm_bytes=lm_weight_bytes(partial),
         )
         man.write(partial)
     except BaseException:
@@ -227,7 +254,8 @@ def quantize_gptq(checkpoint: str | Path, outdir: str | Path, bits: int = 4, gro
         outdir.parent.mkdir(parents=True, exist_ok=True)
         partial.rename(outdir)
     print(f"gptq: {man.precision} -> {outdir} ({human_size(man.total_bytes)}; language model "
-          f"{human_size(man.extra['lm_bytes'])}) in {quantize_s:.0f} s", flush=True)
+          f"{human_size(man.extra['lm_bytes'])}) in {quantize_s:.0f} s, peak RSS {man.extra['peak_rss_mb']:,} MiB",
+          flush=True)
     return outdir
 
 

@@ -17,8 +17,6 @@ model's native size (llama.cpp pads/resizes differently than the HF processor).
 
 from __future__ import annotations
 
-import resource
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from allava.memory import peak_rss_mb
 from allava.schema import IMAGE_MARKER
 
 __all__ = ["CAPABILITIES", "IMAGE_MARKER", "GenerationResult", "NotSupportedError", "Runtime", "Timings",
@@ -62,23 +61,6 @@ class GenerationResult:
     text: str
     token_ids: list[int]  # generated ids, the end-of-sequence id included when it was produced
     timings: Timings = field(default_factory=Timings)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB, from /proc (VmHWM) where there is one.
-
-    Not ru_maxrss first: Linux carries ru_maxrss over fork and execve, so a process started by a
-    parent that had imported torch would report the parent's peak. VmHWM belongs to this address
-    space. Elsewhere ru_maxrss is all there is (KiB on Linux, bytes on macOS)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
 
 
 class Runtime(ABC):

@@ -207,7 +207,7 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
     if not cfg.exports.is_dir():
         cfg.log.append(f"export folder {cfg.exports} does not exist" + ("; building it" if have_ckpt and cfg.build_exports else ""))
     if have_ckpt and cfg.build_exports:
-        ensure_variants(cfg.checkpoint, cfg.exports, buildable(cfg, profile), cfg.log)
+        ensure_variants(cfg.checkpoint, cfg.exports, buildable(cfg, profile), cfg.log, random_weights=cfg.random_init)
     variants = discover(cfg.exports, cfg.log)
     failed_pre: list[dict[str, Any]] = []
     if have_ckpt:

@@ -159,12 +159,15 @@ def _stale(v: Variant, checkpoint: Path) -> bool:
     return newest > manifest_mtime(v.path)
 
 
-def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, Precision]], log: list[str]) -> None:
+def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, Precision]], log: list[str],
+                    random_weights: bool = False) -> None:
     """Build missing or stale variants with the stage programs the format table names.
 
     Export-made precisions come from the format's export command; the others from its quantize
-    command, after the export precision it quantizes from (``quantize_source``) exists. Failures
-    are logged, not raised: the run goes on and reports what is missing."""
+    command, after the export precision it quantizes from (``quantize_source``) exists; with
+    ``random_weights`` the format's ``random_weights_args`` are added (e.g. GPTQ calibrates on a few
+    samples: random weights make calibration quality moot). Failures are logged, not raised: the
+    run goes on and reports what is missing."""
     by_format: dict[str, list[Precision]] = {}
     for fmt, p in wanted:
         by_format.setdefault(fmt.name, []).append(p)
@@ -187,12 +190,13 @@ def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, 
         if quantized and (source is None or source.name in fresh):
             assert fmt.quantize is not None
             values = {"checkpoint": str(checkpoint), "outdir": str(outdir)}
+            extra = list(fmt.random_weights_args) if random_weights else []
             if fmt.quantize.per_precision:
                 for p in quantized:
-                    _run(fmt.quantize.argv(**values, precision=p.cli, name=p.name, precisions=p.cli), log,
+                    _run(fmt.quantize.argv(**values, precision=p.cli, name=p.name, precisions=p.cli) + extra, log,
                          f"quantize {name}:{p.name}")
             else:
-                _run(fmt.quantize.argv(**values, precisions=",".join(p.cli for p in quantized)), log,
+                _run(fmt.quantize.argv(**values, precisions=",".join(p.cli for p in quantized)) + extra, log,
                      f"quantize {name}:{','.join(p.name for p in quantized)}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from bench.harness.cache import PredictionCache, prediction_key
 from bench.harness.profiles import UnknownDeviceError, available_cpus, known_devices, load_profile
 from bench.harness.suites import UnknownBenchmarkError, parse_benchmarks
 from bench.harness.variants import Variant, select
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_profiles_load_and_cap_threads():
@@ -92,3 +95,48 @@ def test_prediction_cache(tmp_path):
     f.write_bytes(b"abcd")  # a re-export changes the hash, so old predictions no longer match
     assert c.variant_hash([f]) != h1
     c.close()
+
+
+QUANTIZER = '''
+import json, sys
+from pathlib import Path
+from allava.variant import Manifest
+
+args = sys.argv[1:]
+ckpt, out = Path(args[0]), Path(args[args.index("--outdir") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "argv.json").write_text(json.dumps(args))
+Manifest.for_files(out, {"model": out / "argv.json"}, format="fromckpt", precision=out.name,
+                   source={"checkpoint": str(ckpt.resolve())}, created_by="test").write(out)
+'''
+
+
+def test_quantizer_from_checkpoint_runs_once_per_precision(tiny_ckpt: Path, tmp_path: Path, monkeypatch):
+    """A format its quantizer makes straight from the checkpoint (as GPTQ): the bench runs the command
+    once per precision with the checkpoint, adds the table's random-weights options only for random
+    weights, and finds the variants by their manifests."""
+    import allava.formats as formats
+    from allava.formats import Format, Precision, StageCommand
+    from bench.harness.variants import discover, ensure_variants
+
+    (tmp_path / "fromckpt_quant.py").write_text(QUANTIZER)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{REPO}")
+    fmt = Format(name="fromckpt", runtime="runtimes.torch_runtime:TorchRuntime", folder="fromckpt",
+                 precisions=(Precision("A4", 4.0, ("quantize",)), Precision("B8", 8.0, ("quantize",))),
+                 quantize=StageCommand("fromckpt_quant", ("{checkpoint}", "--outdir", "{outdir}/{name}",
+                                                          "--precision", "{precision}")),
+                 random_weights_args=("--n-samples", "2"))
+    monkeypatch.setitem(formats._TABLE, "fromckpt", fmt)
+    log: list[str] = []
+    ensure_variants(tiny_ckpt, tmp_path / "exports", [(fmt, p) for p in fmt.precisions], log, random_weights=True)
+    assert log == ["quantize fromckpt:A4: ok", "quantize fromckpt:B8: ok"], log
+    argv = json.loads((tmp_path / "exports/fromckpt/A4/argv.json").read_text())
+    assert argv == [str(tiny_ckpt), "--outdir", str(tmp_path / "exports/fromckpt/A4"), "--precision", "a4",
+                    "--n-samples", "2"]
+    assert sorted(v.precision for v in discover(tmp_path / "exports")) == ["A4", "B8"]
+    log.clear()
+    ensure_variants(tiny_ckpt, tmp_path / "exports", [(fmt, p) for p in fmt.precisions], log)
+    assert log == []  # fresh variants of the same checkpoint are not rebuilt
+    (tmp_path / "exports2").mkdir()
+    ensure_variants(tiny_ckpt, tmp_path / "exports2", [(fmt, fmt.precisions[0])], log)
+    assert "--n-samples" not in json.loads((tmp_path / "exports2/fromckpt/A4/argv.json").read_text())
