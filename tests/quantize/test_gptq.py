@@ -180,3 +180,19 @@ def test_trained_default_w4_accuracy_and_parity(tmp_path: Path):
     assert summary["heldout_n"] == 400
     assert abs(summary["heldout_delta"]) <= 1.5, summary
     assert summary["greedy_exact_or_tie_rate"] >= 0.9, summary
+
+
+def test_8bit_variant_runs_with_an_8bit_kernel(tiny_ckpt: Path, world_root: Path, tmp_path: Path):
+    from export.parity import synthetic_prompts
+    from runtimes import load_runtime
+
+    out = tmp_path / "W8G128"
+    p = _quantize(str(tiny_ckpt), "--outdir", str(out), "--precision", "w8g128",
+                  "--calibration", str(world_root / "ALLaVA-Instruct-World.json"), "--n-samples", "4")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["bits"] == 8
+    prompt = synthetic_prompts(1, 96, seed=5)[0]
+    with load_runtime(out, threads=1) as rt:
+        assert rt.kernel == "gptq_torch_int8" and rt.kernel_class() == "TorchInt8Linear"
+        g = rt.generate(prompt.image, prompt.prompt, 6, ignore_eos=True)
+        assert len(g.token_ids) == 6 and g.timings.decode_tok_s > 0
