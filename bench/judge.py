@@ -2,10 +2,11 @@
 
 Why: seven of the twelve benchmarks are scored by a judge model. Judgments drift between judge
 versions and cost money, so every call is (1) cached on disk keyed by a hash of the judge model and
-the full request (system + prompt + sampling settings), so reruns never re-ask; (2) retried a
+the full request (system + prompt + sampling settings, and the re-ask number when an official rule
+sends the same request again), so reruns never re-ask; (2) retried a
 bounded number of times with exponential backoff that honours ``Retry-After`` (LLaVA's review
-scripts retry forever -- we do not); (3) recorded, prompt and reply, in a JSONL log so a report can
-be audited. The API key comes from the environment (``ALLAVA_JUDGE_API_KEY``, else
+scripts retry forever -- we do not); (3) recorded, prompt, prompt version and reply, in a JSONL log
+so a report can be audited. The API key comes from the environment (``ALLAVA_JUDGE_API_KEY``, else
 ``OPENAI_API_KEY``) and is never logged. Retries, error sorting and key handling are the shared
 client's (:mod:`allava.openai_client`), the same as synth's, so both stages fail alike.
 """
@@ -131,22 +132,25 @@ class JudgeClient:
         bound = _ASK_SIGNATURE.bind(self, prompt, **options)
         bound.apply_defaults()
         opts = bound.arguments
-        system, temperature, max_tokens, stop, image, tag = (
-            opts["system"], opts["temperature"], opts["max_tokens"], opts["stop"], opts["image"], opts["tag"])
+        system, temperature, max_tokens, stop, image, tag, attempt, version = (
+            opts["system"], opts["temperature"], opts["max_tokens"], opts["stop"], opts["image"], opts["tag"],
+            opts["attempt"], opts["prompt_version"])
         image_url, image_hash = _image_data_url(image) if image is not None else (None, None)
         request = {"system": system, "prompt": prompt, "temperature": temperature, "max_tokens": max_tokens,
                    "stop": stop, "image_sha256": image_hash}
+        if attempt:  # a re-ask of an identical request is a new request (and cached as such); attempt 0
+            request["attempt"] = attempt  # keeps the keys the cache had before re-asks existed
         key = self.cache_key(self.model, request)
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cache_hits += 1
-            self._log(tag, key, request, cached, cached=True, attempts=0)
+            self._log(tag, key, request, cached, cached=True, attempts=0, version=version)
             return cached
         messages: list[dict[str, Any]] = []
         if system:
             messages.append({"role": "system", "content": system})
-        if image_url:
-            content: Any = [{"type": "image_url", "image_url": {"url": image_url}}, {"type": "text", "text": prompt}]
+        if image_url:  # text, then the image: MLLM-Bench scripts/evaluate.py request_api's payload order
+            content: Any = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": {"url": image_url}}]
         else:
             content = prompt
         messages.append({"role": "user", "content": content})
@@ -155,13 +159,13 @@ class JudgeClient:
             sampling["max_tokens"] = max_tokens
         if stop:
             sampling["stop"] = stop
-        reply, attempts = self._call(messages, sampling, tag, key, request)
+        reply, attempts = self._call(messages, sampling, tag, key, request, version)
         self.cache.put(key, self.model, reply)
-        self._log(tag, key, request, reply, cached=False, attempts=attempts)
+        self._log(tag, key, request, reply, cached=False, attempts=attempts, version=version)
         return reply
 
     def _call(self, messages: list[dict[str, Any]], sampling: dict[str, Any], tag: str, key: str,
-              request: dict[str, Any]) -> tuple[str, int]:
+              request: dict[str, Any], version: str = "") -> tuple[str, int]:
         """(reply, attempts) from the shared client; any way it gives up becomes one logged :class:`JudgeError`."""
         try:
             response, attempts = self._client.complete(messages, label=tag or key[:12], **sampling)
@@ -169,17 +173,18 @@ class JudgeClient:
             self.stats.calls += exc.attempts
             self.stats.failures += 1
             msg = f"judge {self.describe()} failed after {exc.attempts} attempt(s): {type(exc).__name__}: {exc}"
-            self._log(tag, key, request, None, cached=False, attempts=exc.attempts, error=msg)
+            self._log(tag, key, request, None, cached=False, attempts=exc.attempts, error=msg, version=version)
             raise JudgeError(msg) from exc
         self.stats.calls += attempts
         return (response.choices[0].message.content or ""), attempts
 
     def _log(self, tag: str, key: str, request: dict[str, Any], reply: str | None, *, cached: bool, attempts: int,
-             error: str | None = None) -> None:
+             error: str | None = None, version: str = "") -> None:
         if not self.log_path:
             return
         record = {"time": time.time(), "judge": self.model, "base_url": self.base_url, "tag": tag, "key": key,
-                  **request, "reply": reply, "cached": cached, "attempts": attempts, "error": error}
+                  "prompt_version": version, **request, "reply": reply, "cached": cached, "attempts": attempts,
+                  "error": error}
         with self._log_lock, self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     results["max_drop"] = {"limit": a.max_drop, "worst": worst[0] if worst else None, "where": worst[1] if worst else None}
     paths = [report.write_json(results, out), report.write_csv(results, out), report.write_markdown(results, out),
              plot.write_plot(results, out)]
+    from bench.benchmarks.submission import write_submissions  # the official tools' input files, per variant
+
+    paths.append(write_submissions(results, out / "submissions"))
     print(report.markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths))
     if a.max_drop is not None and worst and worst[0] > a.max_drop:

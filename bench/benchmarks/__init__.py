@@ -1,5 +1,7 @@
 """The report's 12 benchmarks as adapters: ``get_adapter(name).load(root)`` -> items,
-``.prompt(item)`` -> text, ``.score(items, predictions, judge)`` -> :class:`ScoreResult`."""
+``.prompt(item)`` -> text, ``.score(items, predictions, judge)`` -> :class:`ScoreResult`,
+``.submission_files(items, predictions, folder, model_id)`` -> the official tool's input files
+(``submission.write_submissions`` does it for a whole run; rules and formats: ``bench/README.md``)."""
 
 from bench.benchmarks import (  # noqa: F401  (imports register the adapters)
     emt,

@@ -33,7 +33,12 @@ class DataFormatError(ValueError):
 
 
 class JudgeLike(Protocol):
-    """What adapters need from a judge (see ``bench/judge.py``): one chat turn in, text out."""
+    """What adapters need from a judge (see ``bench/judge.py``): one chat turn in, text out.
+
+    ``attempt`` numbers the re-asks of one and the same request (TouchStone's ``evaluate()`` and
+    MLLM-Bench's rounds send identical requests again): a caching judge must keep them apart, so a
+    re-ask is a real new request, while a re-run still finds every attempt in its cache.
+    ``prompt_version`` names the official prompt set, for the judge's log."""
 
     model: str
 
@@ -47,6 +52,8 @@ class JudgeLike(Protocol):
         stop: list[str] | None = None,
         image: Path | bytes | None = None,
         tag: str = "",
+        attempt: int = 0,
+        prompt_version: str = "",
     ) -> str: ...
 
 
@@ -88,6 +95,7 @@ class ScoreResult:
     judge: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    prompt_version: str | None = None  # judged scorers: which official prompt set the judge was given
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +135,16 @@ class Adapter:
     # -- scoring -----------------------------------------------------------------------------
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         raise NotImplementedError
+
+    # -- official submission files ----------------------------------------------------------
+    def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,
+                         judged: Mapping[str, Any] | None = None) -> list[Path]:
+        """Write ``predictions`` under the folder ``out`` in the exact format the benchmark's official
+        scorer or server takes (see ``bench/README.md``); the paths written. ``judged`` (a judged
+        result's ``details``: judge, prompt version, judgments) adds the judge's replies in the
+        official review format, so the official summary script can be run on them. Default: nothing
+        (no official tool outside this project)."""
+        return []
 
     # -- helpers for subclasses --------------------------------------------------------------
     def skip(self, reason: str, detail: str) -> None:
@@ -233,13 +251,14 @@ class JudgedAdapter(Adapter):
 
     judged: ClassVar[bool] = True
     scorer: ClassVar[str] = ""  # the official rule, as reported in ScoreResult.scorer
+    prompt_version: ClassVar[str] = ""  # the official prompt set (source file @ commit), as reported
 
     def scorer_name(self) -> str:
         return self.scorer
 
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         if judge is None:
-            return self.no_judge(items, scorer=self.scorer_name())
+            return self.no_judge(items, scorer=self.scorer_name(), prompt_version=self.prompt_version)
         return self.score_judged(items, predictions, judge)
 
     def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
@@ -248,6 +267,40 @@ class JudgedAdapter(Adapter):
 
 def judge_name(judge: JudgeLike | None) -> str | None:
     return None if judge is None else str(getattr(judge, "model", "judge"))
+
+
+class Judgments:
+    """Every judge request of one scoring run, in order: what was asked (the full user prompt; the
+    system prompt is the version's, in ``prompts``), the reply, how it was read. Kept as
+    ``ScoreResult.details["judgments"]`` so each judgment carries the prompt it was given and the
+    official review files can be written from it (``Adapter.submission_files``)."""
+
+    def __init__(self, bench: str, judge: JudgeLike, version: str, prompts: dict[str, str]) -> None:
+        self.bench, self.judge, self.version, self.prompts = bench, judge, version, prompts
+        self.records: list[dict[str, Any]] = []
+        self.errors = 0
+
+    def ask(self, item_id: str, prompt: str, *, order: str = "", attempt: int = 0, **options: Any) -> str | None:
+        """The judge's reply, or None (recorded, counted in ``errors``) when the judge failed."""
+        record: dict[str, Any] = {"id": item_id, "order": order, "attempt": attempt, "prompt": prompt}
+        self.records.append(record)
+        try:
+            reply = self.judge.ask(prompt, tag=":".join(x for x in (self.bench, item_id, order, str(attempt)) if x),
+                                   attempt=attempt, prompt_version=self.version, **options)
+        except RuntimeError as exc:  # JudgeError: the client's bounded retries are spent
+            self.errors += 1
+            record.update(reply=None, error=str(exc))
+            return None
+        record["reply"] = reply
+        return reply
+
+    def note(self, **fields: Any) -> None:
+        """Add how the last reply was read (e.g. ``parsed=[8.0, 6.0]``) to its record."""
+        self.records[-1].update(fields)
+
+    def details(self) -> dict[str, Any]:
+        return {"judge": judge_name(self.judge), "prompt_version": self.version, "prompts": self.prompts,
+                "judgments": self.records}
 
 
 # -- subsampling -------------------------------------------------------------------------------
@@ -371,11 +424,29 @@ def hub_unavailable(bench: str, hub_id: str) -> DataFormatError:
     )
 
 
-def parse_first_two_floats(line: str) -> tuple[float, float] | None:
-    parts = line.replace(",", " ").split()
-    if len(parts) != 2:
-        return None
-    try:
-        return float(parts[0]), float(parts[1])
-    except ValueError:
-        return None
+def write_json_file(path: Path, obj: Any, indent: int | None = None) -> Path:
+    """Write ``obj`` as JSON (UTF-8, non-ASCII kept), creating the folder; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=indent) + ("\n" if indent is None else ""),
+                    encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """One JSON object per line (UTF-8, non-ASCII kept), creating the folder; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def stable_id(*parts: Any) -> str:
+    """A deterministic 22-character id (where official answer files carry a shortuuid ``answer_id``)."""
+    import hashlib
+
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:22]
+
+
+def blank_missing(items: Sequence[Item], predictions: Mapping[str, str]) -> dict[str, str]:
+    """Every item's prediction, "" where there is none: submission files list every item, and an
+    empty answer scores there as a missing one scores here (wrong / judged as empty)."""
+    return {it.id: predictions.get(it.id, "") for it in items}

@@ -1,10 +1,19 @@
-"""EMT: image classification (MNIST, CIFAR-10, CIFAR-100, miniImageNet) answered in free form;
-a judge decides whether the answer names the true class; accuracy per dataset, headline = mean
-over datasets.
+"""EMT (Evaluating MulTimodality, Zhai et al. 2023, "Investigating the Catastrophic Forgetting in
+Multimodal Large Language Models", arXiv:2309.10313): image classification (MNIST, CIFAR-10,
+CIFAR-100, miniImageNet) answered in free form; a judge decides whether the answer names the true
+class; accuracy per dataset, headline = mean over datasets.
+
+What is official and what is assumed (see bench/README.md, "EMT"): the paper and its project page
+(yx-s-z.github.io/emt) describe the protocol -- the MLLM is prompted as a classifier with the
+dataset's label list and its outputs are checked for correctness by GPT-3.5-turbo, accuracy per
+dataset. The paper's evaluation code and its exact classification and checking prompts were not
+available to this project (no released repository could be found), so both prompts below are ours,
+versioned ``allava-emt-v1``, and so is the re-ask rule (an unreadable yes/no is asked again, up to
+3 requests at temperature 0, 0.5, 1.0, then counted wrong). The mean over datasets as headline is
+also ours (the paper reports per-dataset accuracies).
 
 Layout (class folders): ``<root>/<dataset>/<class name>/<image>`` with an optional
-``<root>/<dataset>/classes.txt`` (one class name per line; default: the folder names). The prompt
-and judge wording follow the EMT paper's protocol; their exact text is unverified.
+``<root>/<dataset>/classes.txt`` (one class name per line; default: the folder names).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.benchmarks.base import DataFormatError, Item, JudgedAdapter, JudgeLike, ScoreResult, judge_name
+from bench.benchmarks.base import DataFormatError, Item, JudgedAdapter, JudgeLike, Judgments, ScoreResult, judge_name
 from bench.benchmarks.registry import register
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -23,6 +32,7 @@ JUDGE_TEMPLATE = (
     "forms count; naming several different classes does not)? Reply with yes or no only."
 )
 JUDGE_TRIES = 3
+PROMPT_VERSION = "allava-emt-v1 (unofficial: EMT's own prompts are not published with code)"
 
 
 def emt_prompt(classes: Sequence[str]) -> str:
@@ -40,7 +50,8 @@ def parse_yes_no(reply: str) -> bool | None:
 @register("emt")
 class EMT(JudgedAdapter):
     description = "EMT classification, judge checks the class, accuracy per dataset"
-    scorer = "EMT judge class check, accuracy per dataset"
+    scorer = "EMT-style judge class check (unofficial prompt), accuracy per dataset"
+    prompt_version = PROMPT_VERSION
 
     def read(self, root: Path) -> list[Item]:
         datasets = sorted(d for d in root.iterdir() if d.is_dir())
@@ -65,8 +76,10 @@ class EMT(JudgedAdapter):
         return items
 
     def score_judged(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike) -> ScoreResult:
+        log = Judgments(self.name, judge, self.prompt_version, {"judge_template": JUDGE_TEMPLATE,
+                                                                 "classification_prompt": emt_prompt(["{classes}"])})
         per: dict[str, list[bool]] = defaultdict(list)
-        counts = {"items": len(items), "missing_prediction": 0, "unparsable": 0, "judge_errors": 0}
+        counts = {"items": len(items), "missing_prediction": 0, "unparsable": 0, "reasks": 0}
         for it in items:
             pred = predictions.get(it.id)
             counts["missing_prediction"] += pred is None
@@ -74,17 +87,20 @@ class EMT(JudgedAdapter):
             if pred:
                 prompt = JUDGE_TEMPLATE.format(label=it.meta["label"], answer=pred)
                 for attempt in range(JUDGE_TRIES):
-                    try:
-                        ok = parse_yes_no(judge.ask(prompt, temperature=0.5 * attempt, max_tokens=8, tag=f"emt:{it.id}"))
-                    except RuntimeError:
-                        counts["judge_errors"] += 1
+                    reply = log.ask(it.id, prompt, attempt=attempt, temperature=0.5 * attempt, max_tokens=8)
+                    if reply is None:
                         break
+                    counts["reasks"] += attempt > 0
+                    ok = parse_yes_no(reply)
+                    log.note(correct=ok)
                     if ok is not None:
                         break
                 if ok is None:
                     counts["unparsable"] += 1
             per[it.meta["dataset"]].append(bool(ok))
+        counts.update(judge_errors=log.errors, requests=len(log.records))
         breakdown = self.percent_by_key(per)
         vals = [v for v in breakdown.values() if v is not None]
         return self.result(sum(vals) / len(vals) if vals else None, breakdown=breakdown, scorer=self.scorer,
-                           judge=judge_name(judge), counts=counts)
+                           judge=judge_name(judge), counts=counts, prompt_version=self.prompt_version,
+                           details=log.details())

@@ -11,8 +11,9 @@ judge matcher (VLMEvalKit ``build_prompt``), re-asked up to 3 times, then counte
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from allava.chat import multiple_choice_prompt
 from bench.benchmarks.base import (
@@ -21,6 +22,7 @@ from bench.benchmarks.base import (
     Item,
     JudgeLike,
     ScoreResult,
+    blank_missing,
     decode_b64_image,
     is_missing,
     judge_name,
@@ -29,8 +31,10 @@ from bench.benchmarks.base import (
 )
 from bench.benchmarks.choice import can_infer
 from bench.benchmarks.registry import register
+from bench.benchmarks.xlsx import write_xlsx
 
 CIRCULAR_OFFSET = 1_000_000
+SUBMISSION_DROP = ("hint", "category", "source", "image", "comment", "l2-category")  # convert_mmbench_for_submission.py
 JUDGE_RETRIES = 3
 MATCH_TEMPLATE = (
     "You are an AI assistant who will help me to match an answer with several options of a single-choice question. "
@@ -43,6 +47,9 @@ MATCH_TEMPLATE = (
     "Answer: Spider\nYour output: Z\n"
     "Example 3: \nQuestion: {}?\nOptions: {}\nAnswer: {}\nYour output: "
 )
+
+
+MATCH_PROMPT_VERSION = "vlmevalkit build_prompt (MMBench option matcher)"
 
 
 def option_string(options: dict[str, str]) -> str:
@@ -90,7 +97,8 @@ class MMBench(Adapter):
             items.append(Item(id=str(index), prompt=multiple_choice_prompt(question, list(options.values())),
                               image=image, stratum=r.get("category", ""), group=str(base),
                               meta={"index": index, "options": options, "answer": answer, "question": r["question"],
-                                    "category": r.get("category", ""), "l2": r.get("l2-category", "")}))
+                                    "category": r.get("category", ""), "l2": r.get("l2-category", ""),
+                                    "row": {k: v for k, v in r.items() if k != "image"}}))
         if not items and rows:
             raise DataFormatError(f"mmbench: no usable rows in {path}")
         return items
@@ -114,22 +122,48 @@ class MMBench(Adapter):
                                scorer=scorer, counts=counts,
                                details={"exact_extraction_only_lower_bound": lower})
         unmatched = 0
+        counts["reasks"] = 0
         for it in need_judge:
-            letter = self._ask_judge(judge, it, predictions.get(it.id) or "")
+            letter = self._ask_judge(judge, it, predictions.get(it.id) or "", counts)
             unmatched += letter is None
             extracted[it.id] = letter
         counts["judge_unmatched"] = unmatched
         headline, breakdown, vanilla = self._aggregate(items, extracted)
         return self.result(headline, breakdown=breakdown, scorer=scorer + (" + judge matcher" if need_judge else ""),
                            judge=judge_name(judge) if need_judge else None, counts=counts,
+                           prompt_version=MATCH_PROMPT_VERSION if need_judge else None,
                            details={"vanilla_accuracy": vanilla})
 
-    def _ask_judge(self, judge: JudgeLike, it: Item, pred: str) -> str | None:
+    def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,
+                         judged: Mapping[str, Any] | None = None) -> list[Path]:
+        """``<model>.xlsx``, the spreadsheet the MMBench evaluation server takes, laid out as LLaVA's
+        ``scripts/convert_mmbench_for_submission.py`` makes it: the TSV's columns less hint, category,
+        source, image, comment and l2-category, with ``prediction`` (the raw answer) inserted as the
+        7th column; one row per item answered, in file order (circular copies included)."""
+        answered, predictions = list(items), blank_missing(items, predictions)
+        if not answered:
+            return []
+        header = [c for c in answered[0].meta["row"] if c not in SUBMISSION_DROP]
+        header.insert(6, "prediction")
+
+        def cell(it: Item, col: str) -> str | int | None:
+            if col == "prediction":
+                return predictions[it.id]
+            if col == "index":
+                return it.meta["index"]
+            value = it.meta["row"].get(col)
+            return None if is_missing(value) else value
+
+        return [write_xlsx(out / f"{model_id}.xlsx", header, [[cell(it, c) for c in header] for it in answered])]
+
+    def _ask_judge(self, judge: JudgeLike, it: Item, pred: str, counts: dict[str, int]) -> str | None:
         options = dict(it.meta["options"])
         prompt = MATCH_TEMPLATE.format(it.meta["question"], option_string(options), pred)
         for attempt in range(JUDGE_RETRIES):
+            counts["reasks"] += attempt > 0
             try:
-                reply = judge.ask(prompt, temperature=0.5 * attempt, tag=f"mmbench:{it.id}")
+                reply = judge.ask(prompt, temperature=0.5 * attempt, tag=f"mmbench:{it.id}:{attempt}",
+                                  prompt_version=MATCH_PROMPT_VERSION)
             except RuntimeError:
                 return None
             letter = can_infer(reply, options)

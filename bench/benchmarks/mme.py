@@ -5,13 +5,16 @@ Official files: ``eval_tool/Your_Results/<subtask>.txt`` with ``image<TAB>questi
 (directly or in ``images/``). Score per subtask = 100*acc + 100*acc+ (both questions of an image
 right); perception = sum of 10 subtasks (max 2000), cognition = sum of 4 (max 800). The headline
 is perception, as LLaVA-style tables quote it; both sums and every subtask are in the breakdown.
-Pairs are consecutive lines, as the official script chunks them.
+Pairs are consecutive lines, as the official script chunks them. The tool reads one line per
+answer (``eval_tool/readme.txt``: delete the newlines of a response), so an answer is scored as the
+line ``submission_files`` writes for it (``one_line``: newlines deleted, tabs made spaces).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from allava.chat import short_answer_prompt
 from bench.benchmarks.base import Adapter, DataFormatError, Item, JudgeLike, ScoreResult
@@ -19,6 +22,12 @@ from bench.benchmarks.registry import register
 
 PERCEPTION = ["existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR"]
 COGNITION = ["commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning"]
+
+
+def one_line(answer: str) -> str:
+    """The answer as it goes into ``<subtask>.txt``: newlines deleted (eval_tool/readme.txt), tabs
+    made spaces (a tab would split the line into more than the 4 fields calculation.py unpacks)."""
+    return answer.replace("\r", "").replace("\n", "").replace("\t", " ")
 
 
 def parse_pred_ans(pred_ans: str) -> str:
@@ -40,7 +49,7 @@ def subtask_score(pairs: Sequence[Sequence[tuple[str, str]]]) -> tuple[float, fl
     for pair in pairs:
         right = 0
         for gt, pred in pair:
-            label = parse_pred_ans(pred.lower())
+            label = parse_pred_ans(one_line(pred).lower())
             total += 1
             right += int(label == gt.lower())
             other += int(label == "other")
@@ -73,7 +82,7 @@ class MME(Adapter):
                 parts = line.split("\t")
                 if len(parts) < 3 or parts[2].strip().lower() not in ("yes", "no"):
                     raise DataFormatError(f"mme: {path} line {n} is not image<TAB>question<TAB>yes|no")
-                rows.append((n, parts[0].strip(), parts[1].strip(), parts[2].strip().lower()))
+                rows.append((n, parts[0].strip(), parts[1].strip(), parts[2].strip()))
             if len(rows) % 2:
                 self.skip("unpaired_question", f"{path.name} line {rows[-1][0]} has no partner (official pairs by 2)")
                 rows = rows[:-1]
@@ -86,9 +95,37 @@ class MME(Adapter):
                     continue
                 for n, img, question, gt in pair:
                     items.append(Item(id=f"{subtask}/{img}/{n}", prompt=short_answer_prompt(question), image=image,
-                                      meta={"subtask": subtask, "gt": gt, "question": question},
+                                      meta={"subtask": subtask, "gt": gt.lower(), "gt_text": gt, "question": question,
+                                            "image_name": img},
                                       stratum=subtask, group=f"{subtask}/{k}"))
         return items
+
+    def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,
+                         judged: Mapping[str, Any] | None = None) -> list[Path]:
+        """``Your_Results/<subtask>.txt`` for the official ``eval_tool/calculation.py --results_dir``:
+        ``image<TAB>question<TAB>ground truth<TAB>answer`` per line, the two questions of an image on
+        consecutive lines (a missing answer is written empty, which scores as our scorer scores it:
+        wrong, "other"). calculation.py opens all 14
+        subtask files, so it runs on a full set (``--limit 0``); a subsample writes the subtasks it has."""
+        groups: dict[str, list[Item]] = {}
+        for it in items:
+            groups.setdefault(it.group, []).append(it)
+        lines: dict[str, list[str]] = {}
+        for members in groups.values():
+            if len(members) != 2:
+                continue
+            for it in members:
+                m = it.meta
+                lines.setdefault(m["subtask"], []).append(
+                    f"{m['image_name']}\t{m['question']}\t{m['gt_text']}\t{one_line(predictions.get(it.id, ''))}\n")
+        written = []
+        for subtask in PERCEPTION + COGNITION:
+            if subtask in lines:
+                path = out / "Your_Results" / f"{subtask}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(lines[subtask]), encoding="utf-8")
+                written.append(path)
+        return written
 
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         groups: dict[str, list[Item]] = {}

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ast
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from allava.chat import multiple_choice_prompt, short_answer_prompt
 from bench.benchmarks.base import (
@@ -20,10 +21,12 @@ from bench.benchmarks.base import (
     Item,
     JudgeLike,
     ScoreResult,
+    blank_missing,
     hub_unavailable,
     pct,
     read_json,
     read_jsonl,
+    write_json_file,
 )
 from bench.benchmarks.choice import mmmu_eval_multi_choice, mmmu_eval_open, mmmu_parse_multi_choice, mmmu_parse_open
 from bench.benchmarks.registry import register
@@ -80,18 +83,29 @@ class MMMU(Adapter):
                                     "subject": subject}))
         return items
 
+    def parse(self, items: Sequence[Item], predictions: dict[str, str]) -> dict[str, tuple[str | list, bool]]:
+        """Each item's parsed answer, in item order (the fixed-seed RNG is consumed in that order, as the
+        official script consumes it): a letter for multiple choice (and whether it was the random
+        fallback), the parsed candidates for open questions."""
+        rng = random.Random(MMMU_SEED)
+        out: dict[str, tuple[str | list, bool]] = {}
+        for it in items:
+            pred = predictions.get(it.id) or ""
+            if it.meta["question_type"] != "multiple-choice":
+                out[it.id] = (mmmu_parse_open(pred), False)
+                continue
+            choices = [chr(ord("A") + i) for i in range(len(it.meta["options"]))]
+            out[it.id] = mmmu_parse_multi_choice(pred, choices, dict(zip(choices, it.meta["options"], strict=True)), rng)
+        return out
+
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
-        rng = random.Random(MMMU_SEED)  # consumed in item order, as the official script does
-        guessed = 0
+        parsed = self.parse(items, predictions)
 
         def check(it: Item, pred: str) -> tuple[str, bool]:
-            nonlocal guessed
+            answer, _ = parsed[it.id]
             if it.meta["question_type"] != "multiple-choice":
-                return it.meta["subject"], mmmu_eval_open(it.meta["answer"], mmmu_parse_open(pred))
-            choices = [chr(ord("A") + i) for i in range(len(it.meta["options"]))]
-            letter, was_guess = mmmu_parse_multi_choice(pred, choices, dict(zip(choices, it.meta["options"], strict=True)), rng)
-            guessed += was_guess
-            return it.meta["subject"], mmmu_eval_multi_choice(it.meta["answer"], letter)
+                return it.meta["subject"], mmmu_eval_open(it.meta["answer"], answer)  # type: ignore[arg-type]
+            return it.meta["subject"], mmmu_eval_multi_choice(it.meta["answer"], answer)  # type: ignore[arg-type]
 
         per, missing = self.tally(items, predictions, check)
         domains: dict[str, float | None] = {}
@@ -99,6 +113,18 @@ class MMMU(Adapter):
             vals = [ok for s in subjects for ok in per.get(s, [])]
             if vals:
                 domains[f"domain:{domain}"] = pct(sum(vals), len(vals))
-        counts = {"items": len(items), "missing_prediction": missing, "random_fallback": guessed}
+        counts = {"items": len(items), "missing_prediction": missing,
+                  "random_fallback": sum(guessed for _, guessed in parsed.values())}
         return self.accuracy_result(per, scorer="MMMU eval_utils parsing (seed 42 fallback), micro accuracy",
                                     counts=counts, extra=domains)
+
+    def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,
+                         judged: Mapping[str, Any] | None = None) -> list[Path]:
+        """``<model>.json`` for MMMU's ``main_eval_only.py --output_path``: ``{id: answer}``, the parsed
+        letter for multiple choice (our parse above, random fallback included) and the raw answer for
+        open questions (main_eval_only.py parses those itself)."""
+        parsed = self.parse(items, predictions)
+        preds = blank_missing(items, predictions)
+        return [write_json_file(out / f"{model_id}.json",
+                                {it.id: parsed[it.id][0] if it.meta["question_type"] == "multiple-choice"
+                                 else preds[it.id] for it in items}, indent=2)]

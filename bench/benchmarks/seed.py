@@ -9,11 +9,12 @@ generated text must equal the answer letter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from allava.chat import multiple_choice_prompt
-from bench.benchmarks.base import Adapter, Item, JudgeLike, ScoreResult
+from bench.benchmarks.base import Adapter, Item, JudgeLike, ScoreResult, blank_missing, write_jsonl
 from bench.benchmarks.registry import register
 
 
@@ -42,8 +43,17 @@ class SEED(Adapter):
                 continue
             dim_name = names.get(dim, str(dim))
             items.append(Item(id=qid, prompt=multiple_choice_prompt(q["question"], choices), image=image,
-                              meta={"answer": answer, "dimension": dim_name}, stratum=dim_name))
+                              meta={"answer": answer, "dimension": dim_name, "question_id": q["question_id"]},
+                              stratum=dim_name))
         return items
+
+    def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,
+                         judged: Mapping[str, Any] | None = None) -> list[Path]:
+        """``<model>.jsonl``, the SEED-Bench leaderboard upload LLaVA's ``convert_seed_for_submission.py``
+        writes: one ``{"question_id", "prediction"}`` row per question (its raw answer), in file order."""
+        preds = blank_missing(items, predictions)
+        return [write_jsonl(out / f"{model_id}.jsonl",
+                            [{"question_id": it.meta["question_id"], "prediction": preds[it.id]} for it in items])]
 
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         per, missing = self.tally(items, predictions,

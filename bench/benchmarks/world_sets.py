@@ -17,12 +17,14 @@ textvqa         ``TextVQA_0.5.1_val.json`` (10 answers, ``ocr_tokens`` = the sce
 gqa             ``testdev_balanced_questions.json`` (types.structural etc.) + ``images/``
 emt             ``<dataset>/<class>/<image>.png`` + ``classes.txt``: world_shapes (kind of the single or
                 only big shape) and world_colours (its colour)
-mllm_bench      ``questions.json`` + ``images/`` + ``baseline_answers.jsonl`` (anchor = world reference)
+mllm_bench      ``questions.json`` (meta: level, capability, question type) + ``images/`` + ``anchor.json``
+                (anchor = world reference, in data/anchor.json's format)
 touchstone      ``touchstone_world.tsv`` (base64, human_annotation = world caption, gpt4_ha_answer = the
                 world's reference answer)
 llava_bench     ``questions.jsonl``, ``context.jsonl``, ``answers_gpt4.jsonl`` (= world answers), ``images/``
 vicuna80        ``question.jsonl`` (text-only world instructions) + ``baseline_answers.jsonl`` (FastChat
-                model_answer rows holding the world's own answers)
+                model_answer rows holding the world's own answers) + ``reference_answer/gpt-4.jsonl``
+                (the same answers for the math questions, which FastChat judges against a reference)
 ==============  ===================================================================================
 
 Only scenes with ids ``world_heldout_*`` are used (their 96 px images copied byte for byte, or
@@ -68,7 +70,7 @@ from allava.world.language import (
 )
 from allava.world.scene import COLOURS, POSITIONS, SHAPES, WORDS, Scene, Shape, render
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: MLLM-Bench questions.json/anchor.json as published; Vicuna-80 reference answers
 MANIFEST = "world_sets.json"
 MARKER = ".world_set"  # marks a folder this module wrote (and may replace)
 IMAGE_SIZE = 96
@@ -575,7 +577,8 @@ def reference_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str
             ("complex", "reasoning", questions[chosen], answer)]
 
 
-MLLM_LEVELS = {"conv": "Understanding", "detail": "Perception", "complex": "Analyzing"}
+MLLM_LEVELS = {"conv": "Understanding", "detail": "Perception/Remembering", "complex": "Analyzing"}
+MLLM_QUESTION_TYPES = {"conv": "close-ended", "detail": "open-ended", "complex": "compound"}
 
 
 def _mllm_bench(out: _Out, held: list[Held], n: int, seed: int, _texts: set[str]) -> None:
@@ -588,11 +591,13 @@ def _mllm_bench(out: _Out, held: list[Held], n: int, seed: int, _texts: set[str]
                     + (f'; the word "{h.scene.word.text}" {_where(h.scene.word.position)}' if h.scene.word else "")
                     + ". A good answer is correct about these objects, answers the question directly and invents "
                       "nothing that is not there.")
-        questions.append({"id": k, "image_path": f"images/{h.name}", "question": q, "level": MLLM_LEVELS[cat],
-                          "meta": criteria})
-        answers.append({"id": k, "answer": a, "model_id": REFERENCE_MODEL})
+        meta = {"level": MLLM_LEVELS[cat], "capability": criteria, "url": "",
+                "question type": MLLM_QUESTION_TYPES[cat]}
+        questions.append({"id": k, "image_path": f"images/{h.name}", "question": q, "meta": meta})
+        answers.append({"unique_idx": k, "image": f"images/{h.name}", "question": q, "meta": meta,
+                        "gen_model_id": REFERENCE_MODEL, "prompt": q, "answer": a})
     out.json("questions.json", questions)
-    out.jsonl("baseline_answers.jsonl", answers)
+    out.json("anchor.json", answers)
     out.items = len(questions)
 
 
@@ -655,6 +660,10 @@ def _vicuna80(out: _Out, held: list[Held], n: int, seed: int, train_texts: set[s
                         "choices": [{"index": 0, "turns": [found[q]]}]})
     out.jsonl("question.jsonl", questions)
     out.jsonl("baseline_answers.jsonl", answers)
+    # FastChat judges math/reasoning/coding questions against reference answers (pair-math-v1);
+    # the world's own answers are right by construction
+    out.jsonl("reference_answer/gpt-4.jsonl", [a for a, q in zip(answers, questions, strict=True)
+                                               if q["category"] in ("math", "reasoning", "coding")])
     out.items = len(questions)
 
 

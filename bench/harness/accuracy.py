@@ -52,7 +52,8 @@ def score_suite(suite: Suite, preds: dict[str, str], judge: Any) -> dict[str, An
     except Exception as exc:  # noqa: BLE001
         return {"headline": None, "status": f"scoring failed: {type(exc).__name__}: {exc}"}
     return {"headline": res.headline, "status": res.status, "scorer": res.scorer, "judge": res.judge,
-            "breakdown": res.breakdown, "counts": res.counts}
+            "prompt_version": res.prompt_version, "breakdown": res.breakdown, "counts": res.counts,
+            "details": res.details}  # details: judged scorers' judgments (prompt, reply, re-asks) for the review files
 
 
 def add_deltas(variants: list[dict[str, Any]], ref_name: str | None, suites: list[Suite]) -> None:

@@ -83,7 +83,11 @@ def _parity_cell(v: dict[str, Any]) -> str:
     p = v.get("export_parity") or {}
     if p.get("greedy_exact_rate") is None:
         return "–"
-    return f"{100 * p['greedy_exact_rate']:.0f}% / {100 * p.get('tf_top1_agreement', 0):.1f}%"
+    cell = f"{100 * p['greedy_exact_rate']:.0f}% / {100 * p.get('tf_top1_agreement', 0):.1f}%"
+    user = p.get("user_path") or {}  # GGUF through llama.cpp's user paths (export/check.py --user-path)
+    shown = [f"{'MTMD' if name.startswith('MTMD') else 'CLI'} {100 * sizes['native']:.0f}%"
+             for name, sizes in user.items() if isinstance(sizes.get("native"), (int, float))]
+    return cell + (f"; user path {', '.join(shown)}" if shown else "")
 
 
 def _score_cell(e: dict[str, Any] | None) -> str:
@@ -97,6 +101,15 @@ def _score_cell(e: dict[str, Any] | None) -> str:
 
 
 NO_JUDGE = 'none — judged benchmarks are reported as "no judge", never scored another way'
+
+
+def _judge_cell(results: dict[str, Any], bench: str) -> str:
+    """Judge model and official prompt version of a judged benchmark (the same for every variant)."""
+    for v in results["variants"]:
+        e = (v.get("accuracy") or {}).get(bench) or {}
+        if e.get("prompt_version") or e.get("judge"):
+            return f"{e.get('judge') or 'no judge'} ({e.get('prompt_version') or '?'})"
+    return f"{results.get('judge') or 'no judge'}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -138,7 +151,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {s['variant']} | skipped | | {_f(s['size_bytes'] / 2**20)} | | | | | | | | | |")
     lines += ["", "bits/weight: the format table's figure for the language model. parity: the export step's check "
               "against the reference (export/check.py, stored in the variant's manifest): share of prompts with "
-              "identical greedy tokens / teacher-forced top-1 agreement. roofline = decode tok/s ÷ (measured "
+              "identical greedy tokens / teacher-forced top-1 agreement; for GGUF also the share of held-out "
+              "questions answered as PyTorch answers them through llama-cpp-python's MTMDChatHandler and "
+              "llama-mtmd-cli (native image size; other sizes in the manifest). roofline = decode tok/s ÷ (measured "
               "bandwidth ÷ language-model bytes per token); above 1 means the weights sit in CPU caches. engine "
               "overhead = harness decode tok/s ÷ the engine's own decode tok/s for the same generations, for "
               "runtimes that expose perf counters (llama.cpp: llama_perf_context; 1.0 = no harness overhead; "
@@ -154,10 +169,12 @@ def markdown(results: dict[str, Any]) -> str:
                          + f" | {_f(ag.get('exact'))} | {_f(ag.get('token_f1'))} |")
         lines += ["", "Agreement: share of items where the variant's answer equals the reference's (exact, after "
                   "lower-casing) and the mean bag-of-words F1 between them; the reference row is blank.", "",
-                  "| benchmark | items | limit | max new tokens | data | status |", "|---|---:|---:|---:|---|---|"]
+                  "| benchmark | items | limit | max new tokens | data | status | judge (prompt version) |",
+                  "|---|---:|---:|---:|---|---|---|"]
         for b in benches:
             lines.append(f"| {b['name']}{' (judged)' if b['judged'] else ''} | {b['n_items']} | {_f(b['limit'], 'd')} | "
-                         f"{b['max_new_tokens']} | {b['data_root'] or '–'} | {b['status']} |")
+                         f"{b['max_new_tokens']} | {b['data_root'] or '–'} | {b['status']} | "
+                         f"{_judge_cell(results, b['name']) if b['judged'] else '–'} |")
         lines += ["", "Limits are stratified, seeded subsamples (world: by question type); `--limit N` changes them, "
                   "`--limit 0` runs everything.", ""]
     bad = [v for v in results["variants"] if v["status"] not in ("ok", "not runnable")]

@@ -3,14 +3,17 @@
 The server (http.server in a daemon thread) answers by recognising each protocol's prompt, stops
 when the test ends and also by itself after 60 s. Checks: every judged benchmark yields a score,
 prompts and replies are logged, the cache answers reruns, an unparsable MM-Vet reply is re-asked
-and then scored 0 (counted), and a dead judge is counted rather than crashing the run. The shared scripted server
+and then scored 0 (counted), TouchStone's and MLLM-Bench's re-asks reach the server, are counted and
+replay from the cache, and a dead judge is counted rather than crashing the run. The shared scripted server
 (``allava.openai_stub``) checks the bounded retries and a refused key.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,12 +22,18 @@ import pytest
 
 from allava.openai_stub import StubServer
 from bench.benchmarks import get_adapter
+from bench.benchmarks.mllm_bench import PROMPT_VERSION as MLLM_VERSION
+from bench.benchmarks.touchstone import PROMPT_VERSION as TOUCHSTONE_VERSION
 from bench.judge import JudgeClient, JudgeError
 
 DATA = Path(__file__).parent / "data"
 
 
-def scripted_reply(prompt: str) -> str:
+def scripted_reply(prompt: str, n: int = 0) -> str:
+    """The reply to the n-th request (0-based) with this exact text. Answers marked REASK get an
+    unreadable first reply where the official rule asks again (TouchStone, MLLM-Bench)."""
+    if "REASK" in prompt and n == 0 and prompt.startswith(("[Detailed Image Description]", "### You are an excellent")):
+        return "seven five" if prompt.startswith("[Detailed") else "I prefer the model's answer."
     if "Compare the ground truth and prediction" in prompt:
         return "n/a" if "UNPARSABLE" in prompt else "0.8"
     if "match an answer with several options" in prompt:
@@ -35,6 +44,9 @@ def scripted_reply(prompt: str) -> str:
         return "8 6\nThe second answer is shorter."
     if prompt.startswith("[Detailed Image Description]"):
         return "7 5"
+    if prompt.startswith("### You are an excellent evaluator."):  # MLLM-Bench: a vote line
+        return "The model's answer is better.\nAnswer1" if re.search(r"~~~Answer1\n(REASK )?MODEL", prompt) \
+            else "Better.\nAnswer2"
     if "[The Start of Assistant A's Answer]\nMODEL" in prompt:
         return "Assistant A is better. [[A]]"
     return "Assistant B is better. [[B]]"
@@ -42,15 +54,18 @@ def scripted_reply(prompt: str) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     calls: list[dict] = []
+    seen: Counter = Counter()
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Handler.calls.append(body)
         content = body["messages"][-1]["content"]
         text = content if isinstance(content, str) else next(p["text"] for p in content if p["type"] == "text")
+        n = Handler.seen[text]
+        Handler.seen[text] += 1
         reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                  "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": scripted_reply(text)}}],
+                              "message": {"role": "assistant", "content": scripted_reply(text, n)}}],
                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
         data = json.dumps(reply).encode()
         self.send_response(200)
@@ -72,6 +87,7 @@ def server() -> Iterator[str]:
     timer.daemon = True
     timer.start()
     Handler.calls = []
+    Handler.seen = Counter()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     timer.cancel()
     httpd.shutdown()
@@ -100,6 +116,9 @@ def test_every_judged_benchmark_scores_and_is_logged(server: str, tmp_path: Path
         results[name] = ad.score(items, model_answers(name, items), judge=judge)
         assert results[name].headline is not None, (name, results[name])
         assert results[name].judge == "scripted-judge"
+        assert "reasks" in results[name].counts, name  # every judged scorer records its re-asks
+        if name != "mmbench":
+            assert results[name].prompt_version and results[name].details["judgments"], name
     # MM-Vet: v1 graded 0.8; v2 unparsable -> 5 re-asks then 0 (official loop), counted
     mv = results["mmvet"]
     assert mv.headline == pytest.approx(40.0)
@@ -154,3 +173,35 @@ def test_judge_gives_up_after_bounded_retries_and_at_once_on_a_refused_key(tmp_p
     assert (judge.stats.calls, judge.stats.retries, judge.stats.failures) == (1, 0, 1)
     assert wrong not in str(exc.value) and wrong not in log.read_text()
     assert [json.loads(line)["attempts"] for line in log.read_text().splitlines()] == [3, 1]
+
+
+def test_reasks_are_real_requests_recorded_and_replayed_from_the_cache(server: str, tmp_path: Path) -> None:
+    """TouchStone (eval.py evaluate: up to 5 requests) and MLLM-Bench (evaluate.py: up to 3 rounds) send
+    an identical request again when a reply cannot be read: each re-ask reaches the server, is counted,
+    and a re-run replays every attempt from the cache without a single new request."""
+    def run(cache: Path) -> dict:
+        judge = JudgeClient("scripted-judge", server, api_key="sk-test", cache_dir=cache, log_path=tmp_path / "log.jsonl",
+                            max_retries=0)
+        out = {}
+        for name in ("touchstone", "mllm_bench"):
+            ad = get_adapter(name)
+            items = ad.load(DATA / name)
+            out[name] = ad.score(items, {it.id: "REASK MODEL answer" for it in items}, judge=judge)
+        return out
+
+    first = run(tmp_path / "cache")
+    # every request was unreadable once: 2 items x 2 orders, each asked twice
+    for name in ("touchstone", "mllm_bench"):
+        assert (first[name].counts["requests"], first[name].counts["reasks"]) == (8, 4), name
+    assert first["touchstone"].headline == pytest.approx(600.0)  # model 5 (round 1) and 7 (round 2) each time
+    assert first["mllm_bench"].headline == 100.0 and first["mllm_bench"].counts["dropped_missing_vote"] == 0
+    assert len(Handler.calls) == 16
+    bodies = [json.dumps(c["messages"], sort_keys=True) for c in Handler.calls]
+    assert len(set(bodies)) == 8  # the re-asks are the very same request
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {r["prompt_version"] for r in records} == {TOUCHSTONE_VERSION, MLLM_VERSION}
+    again = run(tmp_path / "cache")
+    assert len(Handler.calls) == 16  # nothing new: every attempt came from the cache
+    for name in first:
+        assert again[name].headline == first[name].headline and again[name].counts == first[name].counts
+

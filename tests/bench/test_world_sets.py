@@ -14,6 +14,7 @@ from allava.world import WorldSpec, build_world
 from allava.world.scene import POSITIONS, Scene
 from bench.benchmarks import REPORT_BENCHMARKS, STATUS_NO_JUDGE, get_adapter
 from bench.benchmarks.base import Item
+from bench.benchmarks.pairwise_adapter import load_baseline
 from bench.benchmarks.world_sets import MANIFEST, emit_world_benchmarks
 
 SPEC = WorldSpec(train_scenes=20, heldout_scenes=30, text_records=20)
@@ -102,6 +103,10 @@ def test_pairwise_sets_ship_baseline_answers(name, sets) -> None:
     items, ad = load(name, sets[name])
     baseline = ad.baseline_answers(items)
     assert baseline is not None and set(baseline) == {it.id for it in items} and all(baseline.values())
+    if name == "vicuna80":  # FastChat judges math questions against a reference answer (pair-math-v1)
+        math = {it.id for it in items if it.meta["category"] == "math"}
+        ref = ad.reference_path(items, None)
+        assert math and ref is not None and set(load_baseline(ref, name)) == math
 
 
 def test_mme_answers_follow_from_the_scenes(world, sets) -> None:
@@ -226,3 +231,28 @@ def test_refuses_foreign_folders_and_missing_world(world, tmp_path) -> None:
     assert (tmp_path / "out" / "mme" / "mine.txt").read_text() == "user data"
     with pytest.raises(FileNotFoundError, match="build the world first"):
         emit_world_benchmarks(tmp_path / "no_world", tmp_path / "out2", per_benchmark=4)
+
+
+class _AnyProtocolJudge:
+    """A judge whose reply every judged protocol can read (no network)."""
+
+    model = "world-judge"
+
+    def ask(self, prompt: str, **options) -> str:
+        if prompt.startswith("Compare the ground truth"):
+            return "1.0"
+        if "true class of the image" in prompt:
+            return "yes"
+        if prompt.startswith(("[Context]", "[Detailed Image Description]")):
+            return "8 8"
+        if prompt.startswith("### You are an excellent evaluator."):
+            return "Answer1"
+        return "[[C]]"
+
+
+@pytest.mark.parametrize("name", sorted(JUDGED))
+def test_judged_world_sets_score_with_a_judge(name, sets) -> None:
+    items, ad = load(name, sets[name])
+    res = ad.score(items, {it.id: "an answer" for it in items}, judge=_AnyProtocolJudge())
+    assert res.status == "ok" and res.headline is not None, (name, res.status)
+    assert res.counts.get("judge_errors", 0) == 0 and "reasks" in res.counts and res.prompt_version

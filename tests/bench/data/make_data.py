@@ -126,12 +126,19 @@ def main() -> None:
 
     # MLLM-Bench + anchor answers
     write_png(HERE / "mllm_bench" / "images" / "p1.png", red)
-    (HERE / "mllm_bench" / "questions.json").write_text(json.dumps([
-        {"id": 1, "image_path": "images/p1.png", "question": "Describe the image.", "level": "perception",
-         "meta": "Mentions the red colour."},
-        {"id": 2, "image_path": "images/p1.png", "question": "Why is it red?", "level": "reasoning", "meta": "Plausible."},
+    (HERE / "mllm_bench" / "questions.json").write_text(json.dumps([  # data/questions.json's layout
+        {"id": 1, "image_path": "images/p1.png", "question": "Describe the image.",
+         "meta": {"level": "Perception/Remembering", "capability": "General Object Recognition", "url": "",
+                  "question type": "open-ended"}},
+        {"id": 2, "image_path": "images/p1.png", "question": "Why is it red?",
+         "meta": {"level": "Analyzing", "capability": "Reasoning", "url": "", "question type": "close-ended"}},
     ], indent=1))
-    jsonl(HERE / "mllm_bench" / "baseline_answers.jsonl", [{"id": 1, "answer": "A square."}, {"id": 2, "answer": "Paint."}])
+    (HERE / "mllm_bench" / "anchor.json").write_text(json.dumps([  # data/anchor.json's layout
+        {"unique_idx": 1, "image": "images/p1.png", "question": "Describe the image.", "gen_model_id": "llava-v1.5-13b",
+         "prompt": "Describe the image.", "answer": "A square."},
+        {"unique_idx": 2, "image": "images/p1.png", "question": "Why is it red?", "gen_model_id": "llava-v1.5-13b",
+         "prompt": "Why is it red?", "answer": "Paint."},
+    ], indent=1))
 
     # TouchStone TSV
     b64 = base64.b64encode(png(blue)).decode()
@@ -159,6 +166,10 @@ def main() -> None:
     jsonl(HERE / "vicuna80" / "baseline_answers.jsonl", [
         {"question_id": 1, "model_id": "llama-2-7b-chat", "choices": [{"index": 0, "turns": ["Make lists."]}]},
         {"question_id": 2, "model_id": "llama-2-7b-chat", "choices": [{"index": 0, "turns": ["s[::-1]"]}]},
+    ])
+    # the coding question is judged with pair-math-v1 against FastChat's GPT-4 reference answer
+    jsonl(HERE / "vicuna80" / "reference_answer" / "gpt-4.jsonl", [
+        {"question_id": 2, "model_id": "gpt-4", "choices": [{"index": 0, "turns": ["def rev(s): return s[::-1]"]}]},
     ])
 
 
