@@ -22,20 +22,56 @@ MULTIPLE_CHOICE_SUFFIX = "Answer with the option's letter from the given choices
 
 # Assistant text starts with a space after "ASSISTANT:" so that the generation prompt ends at a
 # pre-tokeniser boundary: prompt tokens are identical whether or not the answer follows.
-CHAT_TEMPLATE = (
+_ROLE_TAG = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}{{ 'USER: ' }}"
     "{%- elif message['role'] == 'assistant' -%}{{ 'ASSISTANT: ' }}{%- endif -%}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{ '<image>\n' }}"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
+)
+_END_OF_TURN = (
     "{%- if message['role'] == 'assistant' -%}{{ '<|endoftext|>' }}{%- endif -%}"
     "{{ '\n' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
+CHAT_TEMPLATE = _ROLE_TAG + (
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<image>\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+) + _END_OF_TURN
+
+
+# llama.cpp's media marker (libmtmd's mtmd_default_marker()): where llama-mtmd-cli and llama-cpp-python's
+# MTMDChatHandler put an image in the rendered prompt.
+LLAMA_CPP_MEDIA_MARKER = "<__media__>"
+
+# The same chat format for llama.cpp (written into the GGUF as tokenizer.chat_template). Why a
+# second template: llama.cpp's user paths hand the template the media marker, not an image part —
+# MTMDChatHandler turns each image_url part into a text part holding the marker, llama-mtmd-cli
+# prepends the marker to the prompt string — so CHAT_TEMPLATE would render "USER: <__media__>How
+# many..." where transformers renders "USER: <image>\nHow many...", and the missing newline token
+# changes the answers. This template renders exactly CHAT_TEMPLATE's text (with the marker where
+# CHAT_TEMPLATE writes <image>) for transformers-style messages, and puts one newline after every
+# marker it is handed (a marker part, or a marker or <image> inside string content).
+GGUF_CHAT_TEMPLATE = _ROLE_TAG + (
+    "{%- if message['content'] is string -%}"
+    "{{ message['content'] | replace('<image>', '<__media__>') | replace('<__media__>\n', '<__media__>')"
+    " | replace('<__media__>', '<__media__>\n') }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or part['type'] == 'image_url' -%}{{ '<__media__>\n' }}"
+    "{%- elif part['type'] == 'text' and (part['text'] == '<__media__>' or part['text'] == '<image>') -%}"
+    "{{ '<__media__>\n' }}"
+    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+) + _END_OF_TURN
+
+
+def gguf_chat_template(template: str | None) -> str | None:
+    """The template to store in a GGUF for a checkpoint whose template is ``template``: the
+    llama.cpp form of the toolkit's own format, anything else unchanged (a foreign template's
+    image handling is its own)."""
+    return GGUF_CHAT_TEMPLATE if template is not None and template.strip() == CHAT_TEMPLATE.strip() else template
 
 
 @dataclass(frozen=True)

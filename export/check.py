@@ -57,7 +57,7 @@ class ReferenceRun:
         from runtimes import load_runtime
 
         self.prompts, self.source = _prompts(checkpoint, n, heldout, seed)
-        ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
+        self.runtime = ref = load_runtime(checkpoint, threads, fmt=REFERENCE)
         self.results = reference_results(ref, self.prompts, n_tokens, progress)
         self.n_tokens = n_tokens
         self.items, self.accuracy = [], None
@@ -84,6 +84,16 @@ def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | Non
         res["build"] = cand.build_info()
     cand.close()
     return res
+
+
+def measure_user_path(ref: ReferenceRun, variant: Path, heldout: str | None, n: int, threads: int | None,
+                      progress: bool) -> dict[str, Any]:
+    """The GGUF pair as llama.cpp users run it (export/user_path.py): MTMDChatHandler and llama-mtmd-cli."""
+    from export.user_path import measure_user_paths
+
+    if not (heldout and Path(heldout).is_file()):
+        return {"error": "the user-path check needs the held-out set (--heldout)"}
+    return measure_user_paths(ref.runtime, variant, heldout, n, threads=threads, progress=progress)
 
 
 def measure_stock(args: argparse.Namespace, variant: Path, site: Path) -> dict[str, Any]:
@@ -122,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
     ap.add_argument("--accuracy", type=int, default=0, metavar="N", help="also score N held-out questions "
                     "(exact match) with each variant and PyTorch: the accuracy delta (default 0: off)")
+    ap.add_argument("--user-path", type=int, default=0, metavar="N", help="GGUF variants: also run N held-out "
+                    "questions through llama-cpp-python's MTMDChatHandler and llama-mtmd-cli (when built: "
+                    "scripts/build_mtmd_cli.sh) at the native size, 128x128 and 160x96, against PyTorch (default 0: off)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: all; use 1 on "
                     "a busy machine: llama.cpp's spinning thread pool stalls when cores are oversubscribed)")
     ap.add_argument("--stock-site", type=Path, default=DEFAULT_STOCK,
@@ -167,14 +180,25 @@ def main(argv: list[str] | None = None) -> int:
         table = {label: res}
         if not a.no_stock and "patched" in build and a.stock_site and (a.stock_site / "llama_cpp").is_dir():
             table["stock"] = measure_stock(a, variant, a.stock_site)
+        user = None
+        if a.user_path and fmt.name == "gguf":
+            from export.user_path import format_user_path, summarize
+
+            user = measure_user_path(ref, variant, a.heldout, a.user_path, a.threads, not a.quiet)
+            if "error" not in user:
+                res["summary"]["user_path"] = summarize(user)
         if not a.quiet:
             print(f"parity of {variant} vs {a.checkpoint} ({res['summary']['prompts']})")
             print(format_table(table))
+            if user is not None:
+                print(user["error"] if "error" in user else format_user_path(user))
         if not a.no_save:
             parity = {"reference": str(a.checkpoint.resolve()), "summary": res["summary"],
                       "build": res.get("build"), "per_prompt": res["prompts"]}
             if "stock" in table:
                 parity["stock"] = table["stock"].get("summary", {"error": table["stock"].get("error")})
+            if user is not None:
+                parity["user_path"] = user
             update_manifest(variant, parity=parity)
     for line in not_run:
         print(line, file=sys.stderr)

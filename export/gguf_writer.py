@@ -25,6 +25,7 @@ from gguf import GGMLQuantizationType as QT
 from gguf import Keys, LlamaFileType, TokenType
 from tqdm import tqdm
 
+from allava.chat import gguf_chat_template
 from allava.checkpoint import Checkpoint, load_tokenizer_info
 from allava.formats import get_format
 from export.errors import ExportError
@@ -247,8 +248,9 @@ def plan_lm(ck: Checkpoint, precision: str) -> tuple[Callable[[gguf.GGUFWriter],
             w.add_pad_token_id(int(tok["pad"]))
         w.add_add_bos_token(tok["add_bos"])
         w.add_add_eos_token(False)
-        if tok["chat_template"]:
-            w.add_chat_template(tok["chat_template"])
+        template = gguf_chat_template(tok["chat_template"])  # the llama.cpp form of our chat format
+        if template:
+            w.add_chat_template(template)
 
     mapping = [(tname(T.TOKEN_EMBD), "text.embed_tokens.weight"),
                (tname(T.OUTPUT_NORM), "text.final_layernorm.weight"),
