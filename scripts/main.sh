@@ -31,5 +31,9 @@ python quantize/run.py --format gptq --bits 4 --group-size 128 "$OUT/tiny" --out
 step "parity: every variant (GGUF, ONNX, GPTQ) against the PyTorch checkpoint"
 python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --accuracy 200 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
 
+step "user paths: the GGUF pair through llama-cpp-python's MTMDChatHandler and llama-mtmd-cli, against PyTorch"
+python export/check.py "$OUT/tiny" "$OUT/exports/gguf/F16" "$OUT/exports/gguf/Q8_0" -n 20 --accuracy 200 --user-path 50 \
+  --heldout "$OUT/world/ALLaVA-Heldout-World.json"
+
 step "bench: latency, memory and accuracy per variant on the mobile profile (built-in world + the 12 report benchmarks, offline)"
 python bench/run.py --device mobile --benchmarks all --checkpoint "$OUT/tiny" --exports "$OUT/exports" --output-dir "$OUT/bench/mobile"
