@@ -65,21 +65,24 @@ class ReferenceRun:
             from allava.evaluate import load_heldout
 
             self.items = load_heldout(heldout, limit=accuracy_items)
-            self.accuracy = heldout_accuracy(ref, self.items, progress=progress)["exact_match"]
+            scored = heldout_accuracy(ref, self.items, progress=progress)
+            self.accuracy, self.predictions = scored["exact_match"], scored["predictions"]
 
 
 def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True) -> dict[str, Any]:
     """Run the parity measurement of one variant in this process (with whatever engine builds it imports)."""
-    from export.parity import heldout_accuracy, run_parity
+    from export.parity import heldout_accuracy, run_parity, same_answer_rate
     from runtimes import load_runtime
 
     cand = load_runtime(variant, threads)
     res = run_parity(None, cand, ref.prompts, ref.n_tokens, tie_eps, progress, refs=ref.results)
     res["summary"]["prompts"] = ref.source
     if ref.accuracy is not None:  # what a lower precision costs in answers, on the same questions
-        got = heldout_accuracy(cand, ref.items, progress=progress)["exact_match"]
+        scored = heldout_accuracy(cand, ref.items, progress=progress)
+        got = scored["exact_match"]
         res["summary"].update(heldout_n=len(ref.items), heldout_exact_match=got, heldout_reference=ref.accuracy,
-                              heldout_delta=got - ref.accuracy)
+                              heldout_delta=got - ref.accuracy,
+                              heldout_same_answers=same_answer_rate(ref.predictions, scored["predictions"]))
     if cand.supports("build_info"):
         res["build"] = cand.build_info()
     cand.close()

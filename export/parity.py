@@ -187,4 +187,11 @@ def heldout_accuracy(runtime, items, max_new_tokens: int = 8, progress: bool = T
     for it in tqdm(items, desc="held-out", unit="q", disable=not progress):
         img = Image.open(it.image).convert("RGB") if it.image else None
         preds[it.id] = runtime.generate(img, prompt_text(it.question), max_new_tokens).text.strip()
-    return score(items, preds)
+    return {**score(items, preds), "predictions": preds}
+
+
+def same_answer_rate(a: dict[str, str], b: dict[str, str]) -> float:
+    """Share of questions two runtimes answer identically (after allava.evaluate's normalisation)."""
+    from allava.evaluate import normalize_answer
+
+    return sum(normalize_answer(a[k]) == normalize_answer(b.get(k, "")) for k in a) / max(1, len(a))

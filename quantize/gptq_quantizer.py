@@ -24,6 +24,7 @@ resume a half-quantized model: restart is the recovery, and the same seed gives 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -221,6 +222,8 @@ def _quantize_into(ck: Checkpoint, outdir: Path, bits: int, group_size: int, des
     quantize_s = time.perf_counter() - t0
     try:
         model.save(str(partial))
+        del model  # the float32 model (12 GB at full size) is not needed for the rewrite and read-back
+        gc.collect()
         processor.save_pretrained(partial)  # processor/preprocessor config, tokenizer, chat template
         store_dense_in_fp16(partial)
         _read_back(partial, samples[0], bits)
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="Hugging Face LLaVA-Phi folder (python train/run.py writes one)")
     ap.add_argument("--outdir", required=True, help="the variant folder to write (a transformers model folder)")
-    ap.add_argument("--bits", type=int, default=4, choices=(4, 8), help="weight bits (default 4)")
+    ap.add_argument("--bits", type=int, default=4, help="weight bits: 4 or 8 (default 4)")
     ap.add_argument("--group-size", type=int, default=128,
                     help=f"weights per scale/zero group: {', '.join(map(str, GROUP_SIZES))} (-1: per row); default 128")
     ap.add_argument("--desc-act", action="store_true",
