@@ -10,9 +10,9 @@ transformers' (the PyTorch runtime's greedy tokens, whose prompt is the chat tem
   * MTMDChatHandler: ``Llama(..., chat_handler=MTMDChatHandler(mmproj)).create_chat_completion``
     with the image as a data URL and the question as a text part, greedy (temperature 0, top-k 1,
     no repeat penalty), the GGUF's own template.
-  * llama-mtmd-cli: ``llama-mtmd-cli -m LM --mmproj MMPROJ --image IMG -p QUESTION --temp 0``
-    built from the same patched llama.cpp source (scripts/build_llama_cpp.sh --tools); skipped with
-    the reason when absent.
+  * llama-mtmd-cli: ``llama-mtmd-cli -m LM --mmproj MMPROJ --image IMG -p QUESTION --temp 0 [--jinja]``
+    built from the same patched llama.cpp source (scripts/build_mtmd_cli.sh); skipped with the
+    reason when absent. With and without ``--jinja`` (see CliPath).
 
 Images at sizes other than the model's: llama.cpp pads and resizes with its own code, PIL/HF with
 theirs. ``pre_resize`` applies the HF processor's own steps (pad to a square with the mean colour,
@@ -115,13 +115,17 @@ class ChatHandlerPath:
 
 
 class CliPath:
-    """Upstream llama-mtmd-cli from the same patched source, one process per prompt, greedy."""
+    """Upstream llama-mtmd-cli from the same patched source, one process per prompt, greedy.
 
-    name = "llama-mtmd-cli"
+    ``jinja``: with ``--jinja`` llama.cpp renders the GGUF's own template; without it (this
+    llama.cpp's default) it matches the template to one of its built-in formats by its look (ours
+    reads as "vicuna") and renders that instead. Both are measured: the flag is what users must know."""
 
-    def __init__(self, variant: Path, cli: Path, threads: int | None = None) -> None:
+    def __init__(self, variant: Path, cli: Path, threads: int | None = None, jinja: bool = True) -> None:
         self.lm, self.mmproj = variant_files(variant)
-        self.cli, self.threads = cli, threads or os.cpu_count()
+        self.cli, self.threads, self.jinja = cli, threads or os.cpu_count(), jinja
+        self.name = "llama-mtmd-cli --jinja" if jinja else "llama-mtmd-cli"
+        self.reruns = 0  # runs repeated because the CLI printed nothing (see answer)
         self.tmp = Path(tempfile.mkdtemp(prefix="mtmd-cli-"))
 
     def answer(self, p: UserPrompt, max_tokens: int) -> str:
@@ -129,11 +133,18 @@ class CliPath:
         p.image.save(img)
         cmd = [str(self.cli), "-m", str(self.lm), "--mmproj", str(self.mmproj), "--image", str(img), "-p", p.question,
                "--temp", "0", "--top-k", "1", "--repeat-penalty", "1.0", "-n", str(max_tokens), "-t", str(self.threads),
-               "--seed", "0", "-c", "2048", "--no-warmup"]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"llama-mtmd-cli failed ({r.returncode}): {r.stderr.strip()[-400:]}")
-        return r.stdout.strip()
+               "--seed", "0", "-c", "2048", "--no-warmup"] + (["--jinja"] if self.jinja else [])
+        for _ in range(4):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError(f"llama-mtmd-cli failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+            if r.stdout.strip():
+                return r.stdout.strip()
+            # this llama-mtmd-cli prints the answer through its asynchronous logger, which sometimes
+            # exits before writing it (measured: 1 run in 4-8 prints nothing); greedy decoding is
+            # deterministic, so the run is repeated and the repeat counted
+            self.reruns += 1
+        return ""
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -163,7 +174,8 @@ def compare(path: Any, prompts: list[UserPrompt], reference: dict[str, list[int]
         rows.append({"id": p.id, "same": same, "answer": text, "reference": ref_text,
                      "first_diff_token": None if same else first_difference(got, tokenizer(ref_text, add_special_tokens=False)["input_ids"])})
     n_same = sum(r["same"] for r in rows)
-    return {"path": path.name, "n": len(rows), "same": n_same, "agreement": n_same / max(1, len(rows)), "prompts": rows}
+    return {"path": path.name, "n": len(rows), "same": n_same, "agreement": n_same / max(1, len(rows)),
+            "empty_output_reruns": getattr(path, "reruns", 0), "prompts": rows}
 
 
 SIZES = {"native": None, "128x128": (128, 128), "160x96": (160, 96)}  # the non-native: larger, and not square
@@ -198,7 +210,7 @@ def measure_user_paths(ref: Any, variant: Path, heldout: str | Path, n: int, max
     paths: list[Any] = [ChatHandlerPath(variant, threads)]
     cli = cli_path()
     if cli is not None:
-        paths.append(CliPath(variant, cli, threads))
+        paths += [CliPath(variant, cli, threads, jinja=True), CliPath(variant, cli, threads, jinja=False)]
     out: dict[str, Any] = {"n": n, "max_tokens": max_tokens, "paths": {}, "cli": str(cli) if cli else None}
     try:
         for size_name, size in SIZES.items():
@@ -214,7 +226,7 @@ def measure_user_paths(ref: Any, variant: Path, heldout: str | Path, n: int, max
         for path in paths:
             path.close()
     if cli is None:
-        out["paths"]["llama-mtmd-cli"] = {"absent": "not built (scripts/build_mtmd_cli.sh; needs cmake and a C++ compiler)"}
+        out["paths"]["llama-mtmd-cli --jinja"] = {"absent": "not built (scripts/build_mtmd_cli.sh; needs cmake and a C++ compiler)"}
     return out
 
 

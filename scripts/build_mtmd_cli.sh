@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build upstream llama-mtmd-cli from the same llama.cpp source and patch set as our llama-cpp-python
 # (the llama.cpp vendored in llama-cpp-python's source release, patches/llama-cpp-python/*.patch),
-# into .cache/llama-cpp-tools/bin/llama-mtmd-cli, statically linked.
+# plus the CLI's own fix (patches/llama-mtmd-cli/*.patch: its answer could be lost at exit,
+# llama.cpp #22142), into .cache/llama-cpp-tools/bin/llama-mtmd-cli, statically linked.
 #
 # Why: the README tells users to run `llama-mtmd-cli -m LM.gguf --mmproj MMPROJ.gguf --image IMG -p ...`;
 # export/check.py --user-path runs exactly that binary and compares its answers with PyTorch's.
@@ -26,7 +27,8 @@ if ! command -v cmake >/dev/null || ! command -v c++ >/dev/null; then
 fi
 # portable x86-64 build, as scripts/build_llama_cpp.sh (native builds crash on AMX Xeons: llama.cpp #20824)
 FLAGS="-DGGML_NATIVE=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON"
-PATCH_SUMS="$(cat "$ROOT"/patches/llama-cpp-python/*.patch | sha256sum | cut -c1-16)"
+PATCH_FILES=("$ROOT"/patches/llama-cpp-python/*.patch "$ROOT"/patches/llama-mtmd-cli/*.patch)
+PATCH_SUMS="$(cat "${PATCH_FILES[@]}" | sha256sum | cut -c1-16)"
 STAMP="llama-cpp-python $VERSION; patches $PATCH_SUMS; $FLAGS"
 BIN="$OUTDIR/bin/llama-mtmd-cli"
 if [[ $FORCE -eq 0 && -x "$BIN" && -f "$OUTDIR/stamp" && "$(cat "$OUTDIR/stamp")" == "$STAMP" ]]; then
@@ -42,7 +44,7 @@ fi
 SRC="$WORKDIR/src-tools"
 rm -rf "$SRC"; mkdir -p "$SRC"
 tar xzf "$SDIST" -C "$SRC" --strip-components=1
-for p in "$ROOT"/patches/llama-cpp-python/*.patch; do
+for p in "${PATCH_FILES[@]}"; do
   patch -p1 -d "$SRC" --forward --batch < "$p" >/dev/null
 done
 START=$(date +%s)

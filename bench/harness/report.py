@@ -85,7 +85,7 @@ def _parity_cell(v: dict[str, Any]) -> str:
         return "–"
     cell = f"{100 * p['greedy_exact_rate']:.0f}% / {100 * p.get('tf_top1_agreement', 0):.1f}%"
     user = p.get("user_path") or {}  # GGUF through llama.cpp's user paths (export/check.py --user-path)
-    shown = [f"{'MTMD' if name.startswith('MTMD') else 'CLI'} {100 * sizes['native']:.0f}%"
+    shown = [f"{'MTMD' if name.startswith('MTMD') else name.replace('llama-mtmd-cli', 'CLI')} {100 * sizes['native']:.0f}%"
              for name, sizes in user.items() if isinstance(sizes.get("native"), (int, float))]
     return cell + (f"; user path {', '.join(shown)}" if shown else "")
 
