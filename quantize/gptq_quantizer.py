@@ -41,6 +41,7 @@ from allava.cli import exit_code
 from allava.formats import UnknownFormatError, get_format
 from allava.memory import peak_rss_mb
 from allava.variant import MANIFEST, Manifest, ManifestError, human_size
+from allava.weights_index import is_language_model, tensor_entries
 from quantize.gptq_calibration import CalibrationError, CalibrationSpec, build_samples, default_data
 
 FORMAT = "gptq"
@@ -83,18 +84,8 @@ def check_outdir(outdir: Path) -> None:
 def lm_weight_bytes(folder: Path) -> int:
     """Bytes of the language model's weights in the saved safetensors (the roofline reads these per
     token; the vision tower and projector sit in the same file but run once per image)."""
-    import struct
-
-    total = 0
-    for f in folder.glob("*.safetensors"):
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        for key, meta in header.items():
-            if key != "__metadata__" and ("language_model" in key or key.startswith("lm_head")):
-                start, end = meta["data_offsets"]
-                total += end - start
-    return total
+    return sum(meta["data_offsets"][1] - meta["data_offsets"][0]
+               for key, meta in tensor_entries(folder) if is_language_model(key))
 
 
 def _device(requested: str) -> str:

@@ -10,8 +10,6 @@ here.
 
 from __future__ import annotations
 
-import json
-import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 from allava.formats import REFERENCE, Format, Precision, all_formats, get_format
 from allava.variant import Manifest, ManifestError, find_manifests, manifest_mtime
+from allava.weights_index import is_language_model, tensor_entries
 from bench.harness.profiles import DeviceProfile
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,19 +59,13 @@ def checkpoint_params(checkpoint: Path) -> tuple[int, int]:
     if not files:
         raise FileNotFoundError(f"{checkpoint}: no *.safetensors weights")
     total = lm = 0
-    for path in files:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-        for key, meta in header.items():
-            if key == "__metadata__":
-                continue
-            numel = 1
-            for d in meta["shape"]:
-                numel *= d
-            total += numel
-            if "language_model" in key or key.startswith("lm_head"):
-                lm += numel
+    for key, meta in tensor_entries(checkpoint):
+        numel = 1
+        for d in meta["shape"]:
+            numel *= d
+        total += numel
+        if is_language_model(key):
+            lm += numel
     return lm, total - lm
 
 
