@@ -104,6 +104,10 @@ class Format:
     # options that make a data-driven quantizer cheap where its data cannot matter
     random_weights_args: tuple[str, ...] = ()
     host_needs: tuple[HostNeed, ...] = ()
+    # a runtime ("module:Class") that computes this format's outputs from its files where the engine
+    # itself cannot run (CoreML on Linux): parity and accuracy come from it, latency never does
+    stand_in: str = ""
+    stand_in_needs: tuple[HostNeed, ...] = ()
     runs_with: str = ""  # the engine, for people: "llama.cpp (llama-cpp-python)"
     libraries: tuple[str, ...] = ()  # distributions whose versions a benchmark report records
     description: str = ""
@@ -129,6 +133,13 @@ class Format:
 
     def runtime_class(self) -> type:
         mod, cls = self.runtime.split(":")
+        return getattr(importlib.import_module(mod), cls)
+
+    def stand_in_class(self) -> type | None:
+        """The stand-in runtime when this host cannot run the engine but can run the stand-in, else None."""
+        if not self.stand_in or not self.not_runnable_reason() or any(not n.met() for n in self.stand_in_needs):
+            return None
+        mod, cls = self.stand_in.split(":")
         return getattr(importlib.import_module(mod), cls)
 
 
@@ -237,4 +248,24 @@ register(Format(
     runs_with="transformers + GPTQModel kernels (the same folder loads in vLLM and SGLang)",
     libraries=("gptqmodel", "optimum", "transformers", "torch"),
     description="a transformers model folder whose language model is GPTQ-quantized (v1 format), vision in fp16",
+))
+
+register(Format(
+    name="coreml",
+    runtime="runtimes.coreml_runtime:CoreMLRuntime",
+    precisions=(
+        Precision("FP16", 16.0, ("export",)),
+        Precision("INT8", 8.0, ("export",), vision_bits=8.0),  # + an fp16 scale per output channel
+        Precision("INT4", 4.5, ("export",), vision_bits=4.5),  # + an fp16 scale per 32 weights
+        Precision("PALETTE4", 4.1, ("export",), vision_bits=4.1),  # 4-bit indices + a 16-entry table per 16 channels
+    ),
+    folder="coreml",
+    export=StageCommand("export.to_coreml", ("{checkpoint}", "--outdir", "{outdir}/{name}", "--precision", "{precision}")),
+    host_needs=(needs_platform("darwin", "macOS"),
+                needs_module("coremltools", "coremltools (pip install 'allava-edge[coreml]')")),
+    stand_in="runtimes.coreml_runtime:CoreMLReferenceRuntime",
+    stand_in_needs=(needs_module("coremltools", "coremltools (pip install 'allava-edge[coreml]')"),),
+    runs_with="CoreML (iOS 18 / macOS 15 ML programs, stateful KV cache); elsewhere the reference MIL evaluator",
+    libraries=("coremltools",),
+    description="vision, token-embedding and stateful language-model ML program packages (.mlpackage)",
 ))

@@ -54,7 +54,7 @@ class Manifest:
         relative to the variant folder, and may lie outside it ("../../onnx/x.onnx")."""
         vdir = Path(variant_dir)
         names = {role: os.path.relpath(Path(f).resolve(), vdir.resolve()) for role, f in files.items()}
-        sizes = {role: (vdir / n).stat().st_size for role, n in names.items()}
+        sizes = {role: path_bytes(vdir / n) for role, n in names.items()}
         sizes["total"] = sum(sizes.values())
         known = {f.name for f in fields(cls)} - {"extra"}
         extra = {k: v for k, v in fields_.items() if k not in known}
@@ -98,8 +98,13 @@ class Manifest:
         return path
 
     def paths(self, variant_dir: str | Path) -> list[Path]:
-        """Every file of the variant (what a runtime reads), in role order."""
-        return [Path(variant_dir) / name for name in self.files.values()]
+        """Every file of the variant (what a runtime reads), in role order; a role that names a folder
+        (a CoreML .mlpackage) contributes the files inside it."""
+        out = []
+        for name in self.files.values():
+            p = Path(variant_dir) / name
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+        return out
 
     @property
     def total_bytes(self) -> int:
@@ -114,6 +119,11 @@ class Manifest:
         if "lm_bytes" in self.extra:
             return int(self.extra["lm_bytes"])
         return int(self.sizes.get(LM_ROLE) or self.total_bytes) + int(self.sizes.get(f"{LM_ROLE}_data", 0))
+
+
+def path_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file below a folder (a package such as CoreML's .mlpackage)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 @contextmanager
