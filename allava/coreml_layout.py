@@ -84,6 +84,7 @@ def splice(embeds: np.ndarray, ids: Sequence[int], image_token_id: int, features
 class Greedy:
     tokens: list[int]  # generated ids, the end-of-sequence id included when produced
     first_logits: np.ndarray  # the prefill's last-position logits (float32), for logit-error figures
+    image_s: float = 0.0  # the vision program
     prefill_s: float = 0.0  # vision + embed + prefill + first token
     decode_s: float = 0.0
 
@@ -100,7 +101,11 @@ def generate_greedy(programs: Programs, ids: Sequence[int], pixel_values: np.nda
     if len(ids) >= max_context:
         raise ValueError(f"prompt of {len(ids)} tokens does not fit the package's context of {max_context}")
     max_new_tokens = min(max_new_tokens, max_context - len(ids))
-    features = programs.vision(pixel_values) if pixel_values is not None else None
+    t_image, features = 0.0, None
+    if pixel_values is not None:
+        tv = time.perf_counter()
+        features = programs.vision(pixel_values)
+        t_image = time.perf_counter() - tv
     embeds = splice(programs.embed(np.asarray([ids], dtype=np.int32)), ids, image_token_id, features)
     last = np.asarray(programs.language_model(embeds, causal_mask(0, len(ids)))[0, -1], dtype=np.float32)
     first = last
@@ -113,4 +118,4 @@ def generate_greedy(programs: Programs, ids: Sequence[int], pixel_values: np.nda
             break
         e = programs.embed(np.asarray([[tok]], dtype=np.int32))
         last = np.asarray(programs.language_model(e, causal_mask(len(ids) + len(out) - 1, 1))[0, -1], dtype=np.float32)
-    return Greedy(out, first, t1 - t0, time.perf_counter() - t1)
+    return Greedy(out, first, t_image, t1 - t0, time.perf_counter() - t1)

@@ -135,9 +135,13 @@ class Format:
         mod, cls = self.runtime.split(":")
         return getattr(importlib.import_module(mod), cls)
 
+    def stand_in_available(self) -> bool:
+        """Whether this host should use the stand-in: the engine cannot run here, the stand-in can."""
+        return bool(self.stand_in) and bool(self.not_runnable_reason()) and all(n.met() for n in self.stand_in_needs)
+
     def stand_in_class(self) -> type | None:
-        """The stand-in runtime when this host cannot run the engine but can run the stand-in, else None."""
-        if not self.stand_in or not self.not_runnable_reason() or any(not n.met() for n in self.stand_in_needs):
+        """The stand-in runtime class when ``stand_in_available``, else None."""
+        if not self.stand_in_available():
             return None
         mod, cls = self.stand_in.split(":")
         return getattr(importlib.import_module(mod), cls)

@@ -9,7 +9,9 @@ teacher-forced top-1 agreement on PyTorch's tokens (steps with a PyTorch top-2 g
 difference, and projector-output (image embedding) differences.
 
 Any format in the table (allava/formats.py) that this host can run is measured through its runtime;
-one it cannot run is listed with the reason and the exit code is 3.
+a format whose engine cannot run here but has a stand-in (CoreML off macOS: the reference MIL
+evaluator executing the packages' own programs) is measured through the stand-in, and the summary
+says so; one with neither is listed with the reason and the exit code is 3.
 
 Prompts: the built-in world's held-out file when present (--heldout, default
 outputs/world/ALLaVA-Heldout-World.json), else synthetic shapes at the model's native image size.
@@ -74,7 +76,11 @@ def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | Non
     from export.parity import heldout_accuracy, run_parity, same_answer_rate
     from runtimes import load_runtime
 
-    cand = load_runtime(variant, threads)
+    from runtimes import detect_format
+
+    fmt = get_format(detect_format(variant))
+    stand_in = fmt.stand_in_class()  # the engine cannot run here: its stand-in runs the variant's own programs
+    cand = stand_in().load(variant, threads) if stand_in else load_runtime(variant, threads)
     res = run_parity(None, cand, ref.prompts, ref.n_tokens, tie_eps, progress, refs=ref.results)
     res["summary"]["prompts"] = ref.source
     if ref.accuracy is not None:  # what a lower precision costs in answers, on the same questions
@@ -85,6 +91,8 @@ def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | Non
                               heldout_same_answers=same_answer_rate(ref.predictions, scored["predictions"]))
     if cand.supports("build_info"):
         res["build"] = cand.build_info()
+    if stand_in:
+        res["summary"]["executed_by"] = f"{fmt.stand_in} ({fmt.not_runnable_reason()})"
     cand.close()
     return res
 
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     not_run = []
     for variant in variants:
         fmt = get_format(detect_format(variant))
-        if fmt.not_runnable_reason():
+        if fmt.not_runnable_reason() and not fmt.stand_in_available():
             not_run.append(f"{variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured")
             continue
         try:

@@ -106,8 +106,9 @@ class _CoreMLLoop(Runtime):
         self.max_context = int(man.extra.get("max_context", 0)) or 2048
         try:
             self.programs = self._programs(vdir, packages)
-        except (OSError, ValueError) as exc:
-            raise VariantError(f"{vdir}: a package could not be read ({type(exc).__name__}: {exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - the protobuf and weight readers raise their own types
+            raise VariantError(f"{vdir}: a package could not be read ({type(exc).__name__}: {str(exc)[:300]}); "
+                               "expected the ML program packages of export/to_coreml.py") from exc
         self.load_s = time.perf_counter() - t0
         return self
 
@@ -129,7 +130,9 @@ class _CoreMLLoop(Runtime):
         ids, px = self._inputs(image, prompt)
         g = generate_greedy(self.programs, ids, px, self.tok.image_token_id, max_new_tokens, self.tok.eos_token_id,
                             self.max_context, ignore_eos)
-        timings = Timings(load_s=self.load_s, ttft_ms=g.prefill_s * 1e3,
+        prefill = g.prefill_s - g.image_s
+        timings = Timings(load_s=self.load_s, image_encode_ms=g.image_s * 1e3, ttft_ms=g.prefill_s * 1e3,
+                          prefill_tok_s=len(ids) / prefill if prefill > 0 else 0.0,
                           decode_tok_s=(len(g.tokens) - 1) / g.decode_s if g.decode_s and len(g.tokens) > 1 else 0.0,
                           peak_rss_mb=peak_rss_mb(), n_prompt_tokens=len(ids), n_generated=len(g.tokens))
         return GenerationResult(self.tok.decode(g.tokens), g.tokens, timings)

@@ -6,13 +6,13 @@
 #
 # Env: PYTHON (default python3), VENV (default .venv), TORCH_SPEC (default torch==2.13.0, the CPU
 # wheel on the project machines; on a CUDA host set e.g. TORCH_SPEC=torch), EXTRAS (default
-# gguf,onnx,gptq,synth,dev).
+# gguf,onnx,gptq,coreml,synth,dev).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
-EXTRAS="${EXTRAS:-gguf,onnx,gptq,synth,dev}"
+EXTRAS="${EXTRAS:-gguf,onnx,gptq,coreml,synth,dev}"
 
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 # shellcheck disable=SC1091

@@ -22,13 +22,19 @@ python export/to_gguf.py "$OUT/tiny" --outdir "$OUT/exports/gguf" --outtype f16
 step "export: ONNX fp32 and fp16 (vision encoder, token embedding, decoder with KV cache; transformers.js layout)"
 python export/to_onnx.py "$OUT/tiny" --outdir "$OUT/exports/onnx" --dtypes fp32,fp16
 
+step "export: CoreML fp16, int8, int4, palette4 (vision, token embedding, stateful language model; checked on Linux by the reference MIL evaluator)"
+python export/to_coreml.py "$OUT/tiny" --outdir "$OUT/exports/coreml/FP16" --precision fp16
+for p in int8 int4 palette4; do
+  python export/to_coreml.py "$OUT/tiny" --outdir "$OUT/exports/coreml/${p^^}" --precision "$p" --source "$OUT/exports/coreml/FP16"
+done
+
 step "quantize: llama.cpp's own quantizer; ONNX Runtime's int8 and 4-bit quantizers; GPTQ 4-bit (multimodal calibration)"
 python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0 --export "$OUT/exports/gguf"
 python quantize/run.py --format onnx --types int8,q4,q4f16 --export "$OUT/exports/onnx"
 python quantize/run.py --format gptq --bits 4 --group-size 128 "$OUT/tiny" --outdir "$OUT/exports/gptq/W4G128" \
   --calibration "$OUT/world/ALLaVA-Instruct-World.json"
 
-step "parity: every variant (GGUF, ONNX, GPTQ) against the PyTorch checkpoint"
+step "parity: every variant (GGUF, ONNX, GPTQ; CoreML through the reference MIL evaluator) against the PyTorch checkpoint"
 python export/check.py "$OUT/tiny" "$OUT/exports" -n 20 --accuracy 200 --heldout "$OUT/world/ALLaVA-Heldout-World.json"
 
 step "user paths: the GGUF pair through llama-cpp-python's MTMDChatHandler and llama-mtmd-cli, against PyTorch"

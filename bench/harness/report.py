@@ -25,7 +25,9 @@ def _med(v: dict[str, Any], metric: str, key: str = "median") -> float | None:
 def flat_row(v: dict[str, Any], bench_names: list[str]) -> dict[str, Any]:
     """One CSV row: identity, latency medians, then score/delta/agreement per benchmark."""
     row: dict[str, Any] = {"variant": v["name"], "format": v.get("format"), "precision": v.get("precision"),
-                           "status": v.get("status"), "reason": v.get("reason", ""),
+                           "status": v.get("status"),
+                           "reason": v.get("reason", "") or (f"latency: {v['latency_unavailable']}; answers from "
+                                                             f"{v.get('executed_by')}" if v.get("latency_unavailable") else ""),
                            "bits_per_weight": v.get("bits_per_weight"), "load_s": v.get("load_s"), "image_encode_ms": _med(v, "image_encode_ms"),
                            "ttft_ms": _med(v, "ttft_ms"), "prefill_tok_s": _med(v, "prefill_tok_s"),
                            "decode_tok_s": _med(v, "decode_tok_s"), "decode_tok_s_std": _med(v, "decode_tok_s", "std"),
@@ -139,10 +141,13 @@ def markdown(results: dict[str, Any]) -> str:
         ov_note = (f" (engine {ov['native_decode_tok_s']:.1f} tok/s, {ov.get('decode_loop') or '?'} loop)"
                    if ov else "")
         spread = f" ± {std:.1f}" if std is not None else ""
-        lines.append(f"| {v['name']}{' (ref)' if v.get('reference') else ''} | {v['status']} | "
-                     f"{_f(v.get('bits_per_weight'), 'g')} | "
-                     f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_parity_cell(v)} | "
-                     f"{_f(v.get('load_s'), '.2f')} | "
+        ident = (f"| {v['name']}{' (ref)' if v.get('reference') else ''} | {v['status']} | "
+                 f"{_f(v.get('bits_per_weight'), 'g')} | "
+                 f"{_f(v['size_bytes'] / 2**20 if v.get('size_bytes') else None)} | {_parity_cell(v)} | ")
+        if v.get("latency_unavailable"):  # answers from the format's stand-in; its speed is not the engine's
+            lines.append(ident + f"latency: {v['latency_unavailable']} | | | | | | | |")
+            continue
+        lines.append(ident + f"{_f(v.get('load_s'), '.2f')} | "
                      f"{_f(_med(v, 'image_encode_ms'))} | {_f(_med(v, 'ttft_ms'))} | {_f(_med(v, 'prefill_tok_s'))} | "
                      f"{_f(dec)}{spread} | {_f(v.get('peak_rss_mb'), '.0f')} | "
                      f"{_f((v.get('roofline') or {}).get('fraction'), '.2f')} | "
@@ -158,6 +163,12 @@ def markdown(results: dict[str, Any]) -> str:
               "overhead = harness decode tok/s ÷ the engine's own decode tok/s for the same generations, for "
               "runtimes that expose perf counters (llama.cpp: llama_perf_context; 1.0 = no harness overhead; "
               "its native loop is runtimes/csrc/greedy_loop.c, the python loop the fallback).", ""]
+    stand_ins = [v for v in results["variants"] if v.get("latency_unavailable")]
+    if stand_ins:
+        lines += ["Not runnable on this host, scored anyway: " + "; ".join(
+            f"{v['name']} (latency: {v['latency_unavailable']}; answers from {v.get('executed_by')})" for v in stand_ins)
+            + ". The stand-in executes the variant's own saved programs (for CoreML, runtimes/coreml_mil.py runs "
+              "each package's ML program op by op), so its accuracy is the variant's; it times nothing.", ""]
     if names:
         lines += ["## Accuracy (score, Δ points vs reference)", "",
                   "| variant | " + " | ".join(names) + " | agree exact % | agree token-F1 % |",

@@ -127,8 +127,11 @@ def _variant_entry(v: Variant, profile: DeviceProfile) -> dict[str, Any]:
 
 
 def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: BenchConfig, profile: DeviceProfile,
-                cache: PredictionCache, probe: dict[str, Any]) -> None:
-    """Generate the uncached predictions and time the variant in a fresh process; fill ``entry``."""
+                cache: PredictionCache, probe: dict[str, Any], stand_in: str | None = None) -> None:
+    """Generate the uncached predictions and time the variant in a fresh process; fill ``entry``.
+
+    ``stand_in`` ("module:Class"): run the predictions with the format's stand-in runtime instead of
+    its engine (not runnable on this host), and time nothing."""
     from allava.chat import prompt_text
 
     try:
@@ -147,7 +150,8 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
                  "max_new_tokens": s.max_new_tokens} for k, (s, it, p) in wanted.items() if k not in cached]
     entry["cache"] = {"hits": len(cached), "generated": len(requests)}
     job = {"format": v.format, "path": str(v.path), "threads": profile.host_threads, "cpus": profile.cpus(),
-           "latency": {**probe, "repeats": cfg.repeats, "warmup": cfg.warmup}, "requests": requests}
+           "latency": {**probe, "repeats": 0 if stand_in else cfg.repeats, "warmup": 0 if stand_in else cfg.warmup},
+           "requests": requests, "runtime": stand_in}
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         tdir = Path(tmp)
         (tdir / "job.pkl").write_bytes(pickle.dumps(job))
@@ -176,8 +180,8 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
         row = cached.get(k) or fresh.get(k)
         if row is not None:
             entry["predictions"].setdefault(s.name, {})[it.id] = row["text"]
-    entry["peak_rss_mb"] = res.get("peak_rss_mb")
-    entry["load_s"] = res.get("load_s")
+    entry["peak_rss_mb"] = None if stand_in else res.get("peak_rss_mb")  # the stand-in's memory is not the engine's
+    entry["load_s"] = None if stand_in else res.get("load_s")
     entry["load_wall_s"] = res.get("load_wall_s")
     reps = res.get("latency") or []
     entry["latency"] = latency.summarize(reps) if reps else {}
@@ -235,12 +239,17 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
         for v in sel.run:
             entry = _variant_entry(v, profile)
             entries.append(entry)
-            if v.not_runnable:  # listed with its size and export parity; nothing to time or score here
+            fmt = get_format(v.format)
+            stand_in = fmt.stand_in if v.not_runnable and fmt.stand_in_available() else None
+            if v.not_runnable and not stand_in:  # listed with its size and export parity; nothing to time or score here
                 entry.update(status="not runnable", reason=v.not_runnable, accuracy={})
                 print(f"[bench] {v.name}: {v.not_runnable}", flush=True)
                 continue
+            if stand_in:  # answers from the stand-in (the packages' own programs), never its speed
+                entry.update(latency_unavailable=v.not_runnable.replace("not runnable here: ", ""), executed_by=stand_in)
+                print(f"[bench] {v.name}: {v.not_runnable}: scoring its answers with {stand_in}, no latency", flush=True)
             print(f"[bench] {v.name}: running ({sum(len(s.items) for s in suites)} items, {cfg.repeats} repeats)", flush=True)
-            run_variant(v, entry, suites, cfg, profile, cache, probe)
+            run_variant(v, entry, suites, cfg, profile, cache, probe, stand_in)
             _finish_entry(entry, suites, judge, bandwidth)
             if (entry.get("peak_rss_mb") or 0) * 2**20 > profile.memory_budget_bytes:
                 entry["over_budget"] = (f"measured peak RSS {entry['peak_rss_mb']:.0f} MiB exceeds the "

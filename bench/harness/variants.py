@@ -176,7 +176,7 @@ def ensure_variants(checkpoint: Path, exports: Path, wanted: list[tuple[Format, 
             exported.insert(0, source)
         for p in exported:
             assert fmt.export is not None
-            ok = _run(fmt.export.argv(checkpoint=str(checkpoint), outdir=str(outdir), precision=p.cli), log,
+            ok = _run(fmt.export.argv(checkpoint=str(checkpoint), outdir=str(outdir), precision=p.cli, name=p.name), log,
                       f"export {name}:{p.name}")
             if ok:
                 fresh.add(p.name)
