@@ -74,9 +74,7 @@ class ReferenceRun:
 def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True) -> dict[str, Any]:
     """Run the parity measurement of one variant in this process (with whatever engine builds it imports)."""
     from export.parity import heldout_accuracy, run_parity, same_answer_rate
-    from runtimes import load_runtime
-
-    from runtimes import detect_format
+    from runtimes import detect_format, load_runtime
 
     fmt = get_format(detect_format(variant))
     stand_in = fmt.stand_in_class()  # the engine cannot run here: its stand-in runs the variant's own programs

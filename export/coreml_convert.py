@@ -72,6 +72,20 @@ def coremltools():  # noqa: ANN201 - the module
     return ct
 
 
+@contextlib.contextmanager
+def in_float32(*modules: torch.nn.Module) -> Iterator[None]:
+    """Trace in float32 whatever the stored dtype, one program's modules at a time: a bf16 full-size
+    checkpoint then never holds more than one chunk in float32 (the upcast is lossless and undone)."""
+    dtypes = [next(m.parameters()).dtype for m in modules]
+    for m in modules:
+        m.float()
+    try:
+        yield
+    finally:
+        for m, d in zip(modules, dtypes, strict=True):
+            m.to(d)
+
+
 def _fp16_selector(op: Any) -> bool:
     return op.op_type not in KEEP_FP32_OPS
 
@@ -87,7 +101,7 @@ def _convert(traced: torch.jit.ScriptModule, inputs: list, outputs: list, states
 
 def convert_vision(model: torch.nn.Module, image_size: int) -> Any:
     ct = coremltools()
-    with torch.no_grad(), quiet():
+    with torch.no_grad(), quiet(), in_float32(model.model.vision_tower, model.model.multi_modal_projector):
         traced = torch.jit.trace(VisionProgram(model).eval(), (torch.zeros(1, 3, image_size, image_size),))
     return _convert(traced, [ct.TensorType("pixel_values", shape=(1, 3, image_size, image_size), dtype=np.float16)],
                     [ct.TensorType("image_features", dtype=np.float16)])
@@ -95,7 +109,7 @@ def convert_vision(model: torch.nn.Module, image_size: int) -> Any:
 
 def convert_embed(model: torch.nn.Module, max_context: int) -> Any:
     ct = coremltools()
-    with torch.no_grad(), quiet():
+    with torch.no_grad(), quiet(), in_float32(model.get_input_embeddings()):
         traced = torch.jit.trace(EmbedProgram(model).eval(), (torch.zeros(1, 3, dtype=torch.int32),))
     length = ct.RangeDim(1, max_context, default=1, symbol="query_length")
     return _convert(traced, [ct.TensorType("input_ids", shape=(1, length), dtype=np.int32)],
@@ -105,9 +119,11 @@ def convert_embed(model: torch.nn.Module, max_context: int) -> Any:
 def convert_lm_chunk(model: torch.nn.Module, first: int, last: int, index: int, n_chunks: int, max_context: int) -> Any:
     """One stateful chunk; traced with a 3-token query over 5 keys (both flexible in the program)."""
     ct = coremltools()
-    chunk = LanguageModelChunk(model, first, last, max_context).float().eval()
+    lm = model.model.language_model
+    parts = [*lm.layers[first:last]] + ([lm.final_layernorm, model.lm_head] if last == len(lm.layers) else [])
     hidden = model.config.text_config.hidden_size
-    with torch.no_grad(), quiet():
+    with torch.no_grad(), quiet(), in_float32(*parts):
+        chunk = LanguageModelChunk(model, first, last, max_context).eval()
         traced = torch.jit.trace(chunk, (torch.zeros(1, 3, hidden), torch.zeros(1, 1, 3, 5)))
     q = ct.RangeDim(1, max_context, default=1, symbol="query_length")
     end = ct.RangeDim(1, max_context, default=1, symbol="end_step")

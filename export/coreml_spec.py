@@ -53,7 +53,7 @@ def weight_precisions(program: Any) -> dict[str, int]:
         elif src.op_type == "constexpr_lut_to_dense":
             kind = f"lut{int(src.inputs['lut'].shape[-2]).bit_length() - 1}bit"
         elif src.op_type == "const":
-            kind = str(program.constants[src.outputs[0].name].dtype).replace("float", "fp")
+            kind = types.builtin_to_string(src.outputs[0].dtype)  # "fp16", "fp32"
         else:
             continue
         counts[kind] = counts.get(kind, 0) + 1
@@ -74,7 +74,7 @@ def check_package(path: Path, precision: str, role: str, index: int = 0, n_chunk
     inputs = [_feature(f) for f in desc.input]
     outputs = [_feature(f) for f in desc.output]
     states = [_feature(f) for f in desc.state]
-    program = MilProgram(path)
+    program = MilProgram(path, materialize=False)
     info = {"package": path.name, "specification_version": spec.specificationVersion,
             "deployment_target": "iOS18" if spec.specificationVersion >= IOS18_SPEC_VERSION else f"spec {spec.specificationVersion}",
             "inputs": inputs, "outputs": outputs, "states": states, "op_counts": program.op_counts(),

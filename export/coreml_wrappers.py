@@ -78,10 +78,9 @@ class LanguageModelChunk(torch.nn.Module):
         self.head_dim = tc.hidden_size // self.n_heads
         self.rot = self.layers[0].self_attn.rotary_ndims
         self.scaling = self.head_dim ** -0.5
-        positions = torch.arange(max_context, dtype=torch.float32)[None]
-        cos, sin = lm.rotary_emb(torch.zeros(1, dtype=torch.float32), positions)
-        self.register_buffer("rope_cos", cos[0].float().contiguous(), persistent=False)  # [max_context, rot]
-        self.register_buffer("rope_sin", sin[0].float().contiguous(), persistent=False)
+        cos, sin = rope_tables(tc, self.head_dim, max_context)
+        self.register_buffer("rope_cos", cos, persistent=False)  # [max_context, rot]
+        self.register_buffer("rope_sin", sin, persistent=False)
         shape = (last - first, 1, self.n_kv, max_context, self.head_dim)
         self.register_buffer("key_cache", torch.zeros(shape, dtype=torch.float16))
         self.register_buffer("value_cache", torch.zeros(shape, dtype=torch.float16))
@@ -121,6 +120,23 @@ class LanguageModelChunk(torch.nn.Module):
             assert self.final_layernorm is not None and self.lm_head is not None
             h = self.lm_head(self.final_layernorm(h))
         return h
+
+
+def rope_tables(text_config: object, head_dim: int, max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [max_context, rotary_dim] of Phi's default (unscaled) rotary embedding, computed in float64.
+
+    Computed here from the config rather than by the model's rotary module: a bf16 checkpoint loads
+    its inverse frequencies in bf16, which would shift every position's angle."""
+    rope = dict(getattr(text_config, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"rope_type {rope.get('rope_type')!r}: only Phi's default rotary embedding is converted")
+    factor = float(rope.get("partial_rotary_factor", getattr(text_config, "partial_rotary_factor", 1.0)))
+    theta = float(rope.get("rope_theta", getattr(text_config, "rope_theta", 10000.0)))
+    dim = int(head_dim * factor)
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    freqs = torch.outer(torch.arange(max_context, dtype=torch.float64), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().float().contiguous(), emb.sin().float().contiguous()
 
 
 def chunk_bounds(n_layers: int, chunk_layers: int) -> list[tuple[int, int]]:

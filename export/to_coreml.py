@@ -28,15 +28,12 @@ Everything is written to a temporary folder beside OUTDIR and renamed into place
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +87,6 @@ def _check_phi(ck: Any) -> None:
                           "LLaVA-Phi checkpoints (text model 'phi') only")
 
 
-@contextlib.contextmanager
-def _as_float32(model: Any) -> Iterator[Any]:
-    """Trace in float32 whatever the stored dtype (a bf16 full-size checkpoint upcasts losslessly)."""
-    import torch
-
-    dtype = next(model.parameters()).dtype
-    if dtype == torch.float32:
-        yield model
-        return
-    yield model.float()
-    model.to(dtype)
-
-
 def _load_model(ck_path: Path) -> Any:
     import torch
     from transformers import LlavaForConditionalGeneration
@@ -110,9 +94,7 @@ def _load_model(ck_path: Path) -> Any:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from allava.checkpoint import open_checkpoint as _open
-
-    ck = _open(ck_path)
+    ck = open_checkpoint(ck_path)
     first = next(iter(ck.keys))
     stored = ck.tensor(first).dtype
     dtype = stored if stored in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
@@ -188,8 +170,7 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
             log(f"converting {ck.path} ({lm_params / 1e6:.1f}M LM parameters, {n_layers} layers in chunks of "
                 f"{chunk_layers}, context {max_context}) to CoreML {prec}")
             model = _load_model(ck.path)
-            with _as_float32(model) as m32:
-                packages = convert_all(m32, stage, prec, max_context, chunk_layers, dict(meta), log)
+            packages = convert_all(model, stage, prec, max_context, chunk_layers, dict(meta), log)
         from export.coreml_spec import check_variant
 
         spec = check_variant(stage, prec, packages)
@@ -213,6 +194,9 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
         _move_into_place(stage, outdir, replace)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    from allava.memory import peak_rss_mb
+
+    log(f"peak RSS {peak_rss_mb() / 1024:.2f} GiB")
     log(f"wrote {outdir} ({prec}, {human_size(man.total_bytes)}: " +
         ", ".join(f"{Path(n).name} {human_size(man.sizes[r])}" for r, n in man.files.items()) + f") in {time.time() - t0:.1f} s")
     return outdir

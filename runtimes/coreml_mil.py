@@ -181,7 +181,9 @@ class MilProgram:
     ``states`` holds each state's current value (zeros at start, as ``make_state`` gives on device);
     ``run`` executes the program once and writes the state updates back."""
 
-    def __init__(self, package: str | Path) -> None:
+    def __init__(self, package: str | Path, materialize: bool = True) -> None:
+        """``materialize=False`` reads the program without expanding its weights (structure only:
+        op counts and types for the spec check of a multi-GB package)."""
         from coremltools.converters.mil.frontend.milproto.load import load as load_milproto
         from coremltools.converters.mil.mil import types
         from coremltools.models.utils import load_spec
@@ -197,7 +199,7 @@ class MilProgram:
         self.output_names = [v.name for v in self.function.outputs]
         self.ops = list(self.function.operations)
         self.constants: dict[str, Any] = {}
-        for op in self.ops:  # weights and constexpr (compressed) weights, expanded once
+        for op in self.ops if materialize else ():  # weights and constexpr (compressed) weights, expanded once
             if op.op_type == "const":
                 self.constants[op.outputs[0].name] = self._as_array(op.outputs[0].val)
             elif op.op_type.startswith("constexpr_"):

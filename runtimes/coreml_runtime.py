@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from allava.coreml_layout import EMBED_PACKAGE, VISION_PACKAGE, Programs, causal_mask, generate_greedy, lm_input_name, splice
+from allava.coreml_layout import (
+    EMBED_PACKAGE,
+    VISION_PACKAGE,
+    Programs,
+    causal_mask,
+    generate_greedy,
+    lm_input_name,
+    splice,
+)
 from allava.preprocess import ImagePreprocessor, PromptTokenizer
 from allava.variant import Manifest
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
