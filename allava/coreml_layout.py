@@ -9,7 +9,8 @@ LLaVA's merge or transformers' mask builder, so the merge happens outside, as in
   vision.mlpackage                    pixel_values [1, 3, S, S] -> image_features [1, N, H]
   embed_tokens.mlpackage              input_ids [1, T] int32 -> inputs_embeds [1, T, H]
   language_model[_NN].mlpackage       inputs_embeds (or hidden_states) [1, T, H], causal_mask [1, 1, T, P+T]
-                                      -> logits [1, T, V] (hidden_states for all chunks but the last);
+                                      -> logits [1, T, V] (hidden_states_out for all chunks but the
+                                      last, fed to the next chunk's hidden_states);
                                       states key_cache / value_cache, fp16, written in place
 
 plus the tokenizer, processor and chat template files, the config and the manifest. One language
@@ -43,7 +44,8 @@ def lm_input_name(chunk: int) -> str:
 
 
 def lm_output_name(chunk: int, n_chunks: int) -> str:
-    return "logits" if chunk == n_chunks - 1 else "hidden_states"
+    # not "hidden_states": a program's input and output cannot share a name
+    return "logits" if chunk == n_chunks - 1 else "hidden_states_out"
 
 
 def causal_mask(past: int, q_len: int, dtype: type = np.float16) -> np.ndarray:

@@ -259,7 +259,7 @@ register(Format(
     runtime="runtimes.coreml_runtime:CoreMLRuntime",
     precisions=(
         Precision("FP16", 16.0, ("export",)),
-        Precision("INT8", 8.0, ("export",), vision_bits=8.0),  # + an fp16 scale per output channel
+        Precision("INT8", 8.5, ("export",), vision_bits=8.5),  # + an fp16 scale per 32 weights (as Q8_0)
         Precision("INT4", 4.5, ("export",), vision_bits=4.5),  # + an fp16 scale per 32 weights
         Precision("PALETTE4", 4.1, ("export",), vision_bits=4.1),  # 4-bit indices + a 16-entry table per 16 channels
     ),

@@ -10,9 +10,10 @@ attention score matmuls and softmax, kept in fp32 because Phi-2's attention over
 (FORMATS.md). Compressed variants replace the fp16 weights of the large layers with coremltools'
 constexpr ops (decompressed at load on the device):
 
-  INT8      int8 per output channel (linear_symmetric)
-  INT4      int4 in blocks of 32 input weights (iOS 18 per-block), per channel for the CLIP patch
-            convolution (its 3 input channels cannot take 32-blocks)
+  INT8      int8 in blocks of 32 input weights (as llama.cpp's Q8_0; iOS 18 per-block)
+  INT4      int4 in blocks of 32 input weights
+            (both per output channel for the CLIP patch convolution: its 3 input channels cannot
+            take 32-blocks)
   PALETTE4  a 16-entry lookup table per group of 16 output channels (k-means; needs scikit-learn)
 
 Only linear/conv weights and the token-embedding table are compressed: the rotary tables and
@@ -101,19 +102,22 @@ def _convert(traced: torch.jit.ScriptModule, inputs: list, outputs: list, states
 
 def convert_vision(model: torch.nn.Module, image_size: int) -> Any:
     ct = coremltools()
-    with torch.no_grad(), quiet(), in_float32(model.model.vision_tower, model.model.multi_modal_projector):
-        traced = torch.jit.trace(VisionProgram(model).eval(), (torch.zeros(1, 3, image_size, image_size),))
-    return _convert(traced, [ct.TensorType("pixel_values", shape=(1, 3, image_size, image_size), dtype=np.float16)],
-                    [ct.TensorType("image_features", dtype=np.float16)])
+    # converted inside the float32 context: the traced module shares the model's parameters
+    with in_float32(model.model.vision_tower, model.model.multi_modal_projector):
+        with torch.no_grad(), quiet():
+            traced = torch.jit.trace(VisionProgram(model).eval(), (torch.zeros(1, 3, image_size, image_size),))
+        return _convert(traced, [ct.TensorType("pixel_values", shape=(1, 3, image_size, image_size), dtype=np.float16)],
+                        [ct.TensorType("image_features", dtype=np.float16)])
 
 
 def convert_embed(model: torch.nn.Module, max_context: int) -> Any:
     ct = coremltools()
-    with torch.no_grad(), quiet(), in_float32(model.get_input_embeddings()):
-        traced = torch.jit.trace(EmbedProgram(model).eval(), (torch.zeros(1, 3, dtype=torch.int32),))
-    length = ct.RangeDim(1, max_context, default=1, symbol="query_length")
-    return _convert(traced, [ct.TensorType("input_ids", shape=(1, length), dtype=np.int32)],
-                    [ct.TensorType("inputs_embeds", dtype=np.float16)])
+    with in_float32(model.get_input_embeddings()):
+        with torch.no_grad(), quiet():
+            traced = torch.jit.trace(EmbedProgram(model).eval(), (torch.zeros(1, 3, dtype=torch.int32),))
+        length = ct.RangeDim(1, max_context, default=1, symbol="query_length")
+        return _convert(traced, [ct.TensorType("input_ids", shape=(1, length), dtype=np.int32)],
+                        [ct.TensorType("inputs_embeds", dtype=np.float16)])
 
 
 def convert_lm_chunk(model: torch.nn.Module, first: int, last: int, index: int, n_chunks: int, max_context: int) -> Any:
@@ -122,26 +126,26 @@ def convert_lm_chunk(model: torch.nn.Module, first: int, last: int, index: int, 
     lm = model.model.language_model
     parts = [*lm.layers[first:last]] + ([lm.final_layernorm, model.lm_head] if last == len(lm.layers) else [])
     hidden = model.config.text_config.hidden_size
-    with torch.no_grad(), quiet(), in_float32(*parts):
-        chunk = LanguageModelChunk(model, first, last, max_context).eval()
-        traced = torch.jit.trace(chunk, (torch.zeros(1, 3, hidden), torch.zeros(1, 1, 3, 5)))
     q = ct.RangeDim(1, max_context, default=1, symbol="query_length")
     end = ct.RangeDim(1, max_context, default=1, symbol="end_step")
-    states = [ct.StateType(ct.TensorType(shape=tuple(getattr(chunk, s).shape), dtype=np.float16), name=s) for s in STATES]
-    ml = _convert(traced, [ct.TensorType(lm_input_name(index), shape=(1, q, hidden), dtype=np.float16),
-                           ct.TensorType("causal_mask", shape=(1, 1, q, end), dtype=np.float16)],
-                  [ct.TensorType(lm_output_name(index, n_chunks), dtype=np.float16)], states)
+    with in_float32(*parts):
+        with torch.no_grad(), quiet():
+            chunk = LanguageModelChunk(model, first, last, max_context).eval()
+            traced = torch.jit.trace(chunk, (torch.zeros(1, 3, hidden), torch.zeros(1, 1, 3, 5)))
+        states = [ct.StateType(ct.TensorType(shape=tuple(getattr(chunk, s).shape), dtype=np.float16), name=s) for s in STATES]
+        ml = _convert(traced, [ct.TensorType(lm_input_name(index), shape=(1, q, hidden), dtype=np.float16),
+                               ct.TensorType("causal_mask", shape=(1, 1, q, end), dtype=np.float16)],
+                      [ct.TensorType(lm_output_name(index, n_chunks), dtype=np.float16)], states)
     del traced, chunk
     return ml
 
 
-def _weight_consts(ml: Any, package: str) -> list[str]:
+def _weight_consts(program: Any, package: str) -> list[str]:
     """Names of the const ops holding the weights to compress: linear/conv weights, or the token table.
 
     Named one by one (coremltools' op_name_configs) rather than by consumer op type: the converter
     shares identical constants between ops (a zero bias feeds a layer norm and a linear), and a
     type-based config would then conflict; naming also keeps rotary tables and norms in fp16."""
-    program = _program(ml)
     wanted = {"gather": "x"} if package == EMBED_PACKAGE else {"linear": "weight", "conv": "weight"}
     names = []
     for op in program.functions["main"].operations:
@@ -157,9 +161,10 @@ def _configs(precision: str, ml: Any, package: str) -> tuple[Callable[..., Any],
         return None
     from coremltools.optimize import coreml as cto
 
-    if precision == "INT8":
-        main = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
-        narrow, fn = main, cto.linear_quantize_weights
+    if precision == "INT8":  # blocks of 32 as llama.cpp's Q8_0: per-channel int8 flipped 2 of 50 held-out answers
+        main = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_block", block_size=32)
+        narrow = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        fn = cto.linear_quantize_weights
     elif precision == "INT4":
         main = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=32)
         narrow = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_channel")
@@ -169,11 +174,12 @@ def _configs(precision: str, ml: Any, package: str) -> tuple[Callable[..., Any],
         narrow, fn = main, cto.palettize_weights
     else:
         raise ValueError(f"unknown CoreML precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    shapes = _const_shapes(ml)
+    program = _program(ml)
+    shapes = {op.name: tuple(op.outputs[0].shape) for op in program.functions["main"].operations if op.op_type == "const"}
     # a weight whose input width is not a multiple of the block (the CLIP patch convolution: 3 channels)
     # takes the per-channel form
-    by_name = {n: (main if precision != "INT4" or _blockable(shapes.get(n), package) else narrow)
-               for n in _weight_consts(ml, package)}
+    by_name = {n: (main if precision == "PALETTE4" or _blockable(shapes.get(n), package) else narrow)
+               for n in _weight_consts(program, package)}
     return fn, cto.OptimizationConfig(op_name_configs=by_name)
 
 
@@ -185,11 +191,6 @@ def _program(ml: Any) -> Any:
 
     spec = ml.get_spec()
     return load_milproto(spec, specification_version=spec.specificationVersion, file_weights_dir=ml.weights_dir)
-
-
-def _const_shapes(ml: Any) -> dict[str, tuple[int, ...]]:
-    return {op.name: tuple(op.outputs[0].shape) for op in _program(ml).functions["main"].operations
-            if op.op_type == "const"}
 
 
 def _blockable(shape: tuple[int, ...] | None, package: str) -> bool:

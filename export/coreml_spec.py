@@ -99,8 +99,7 @@ def check_package(path: Path, precision: str, role: str, index: int = 0, n_chunk
         problems.append(f"causal_mask shape {inputs[1]['shape']}: query and key lengths must be flexible")
     expected = EXPECTED_WEIGHTS[precision]
     off = {k: n for k, n in info["weights"].items() if k not in expected}
-    # the CLIP patch convolution of a quantized variant is per-channel int4/int8: still "quantized"
-    if off and not (role == "vision" and precision == "INT4" and set(off) <= {"int4", "int8"}):
+    if off:
         problems.append(f"weights stored as {off}, expected only {expected} for {precision}")
     if problems:
         raise SpecError(f"{path}: " + "; ".join(problems))

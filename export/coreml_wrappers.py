@@ -34,18 +34,30 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from allava.coreml_layout import Programs
-from allava.modeling import image_features
 
 
 class VisionProgram(torch.nn.Module):
-    """pixel_values [1, 3, S, S] -> projected image features (feature layer, CLS drop, projector)."""
+    """pixel_values [1, 3, S, S] -> projected image features (feature layer, CLS drop, projector).
+
+    Holds only the vision tower and the projector: a traced module carries every parameter of its
+    submodules into the converter, and the language model must not ride along (at full size it is
+    5 GB of bf16 the converter cannot even read)."""
 
     def __init__(self, model: LlavaForConditionalGeneration) -> None:
         super().__init__()
-        self.model = model
+        cfg = model.config
+        if not isinstance(cfg.vision_feature_layer, int):
+            raise ValueError(f"vision_feature_layer {cfg.vision_feature_layer!r}: one layer index is converted")
+        if cfg.vision_feature_select_strategy not in ("default", "full"):
+            raise ValueError(f"vision_feature_select_strategy {cfg.vision_feature_select_strategy!r} is not converted")
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        self.layer = cfg.vision_feature_layer
+        self.drop_cls = cfg.vision_feature_select_strategy == "default"
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return image_features(self.model, pixel_values)
+        hidden = self.tower(pixel_values, output_hidden_states=True).hidden_states[self.layer]
+        return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
 
 
 class EmbedProgram(torch.nn.Module):

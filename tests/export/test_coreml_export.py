@@ -38,10 +38,11 @@ def _export(ckpt: Path, out: Path, precision: str, *extra: str) -> subprocess.Co
 
 @pytest.fixture(scope="module")
 def coreml_variants(tiny_ckpt: Path, tmp_path_factory) -> dict[str, Path]:
-    """FP16 converted (checks 1-3 at export), then INT8 / INT4 / PALETTE4 compressed from it."""
+    """FP16 converted in two language-model chunks of 2 layers (as ALLaVA-3B is in chunks of 8; checks 1-3
+    at export), then INT8 / INT4 / PALETTE4 compressed from it."""
     root = tmp_path_factory.mktemp("coreml")
     out = {"FP16": root / "FP16"}
-    proc = _export(tiny_ckpt, out["FP16"], "fp16")
+    proc = _export(tiny_ckpt, out["FP16"], "fp16", "--chunk-layers", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for prec in ("INT8", "INT4", "PALETTE4"):
         out[prec] = root / prec
@@ -81,35 +82,40 @@ def test_wrapper_programs_equal_transformers(tiny_ckpt: Path):
 def test_export_records_checks_and_contract(coreml_variants: dict[str, Path]):
     from allava.variant import Manifest
 
+    chunks = ["language_model_00.mlpackage", "language_model_01.mlpackage"]
     for prec, vdir in coreml_variants.items():
         man = Manifest.read(vdir)
         assert man.format == "coreml" and man.precision == prec
-        assert set(man.files) == {"vision", "embed_tokens", "model"} and man.extra["lm_packages"] == ["language_model.mlpackage"]
+        assert set(man.files) == {"vision", "embed_tokens", "model", "model_01"} and man.extra["lm_packages"] == chunks
         for name in man.files.values():
             assert (vdir / name / "Manifest.json").is_file()  # a real .mlpackage folder
         assert man.sizes["total"] == sum(v for k, v in man.sizes.items() if k != "total") > 0
+        assert man.lm_bytes == man.sizes["model"] + man.sizes["model_01"]
         ver = man.extra["verification"]
-        lm = ver["spec"]["language_model.mlpackage"]
-        assert lm["ok"] and lm["deployment_target"] == "iOS18"
-        assert [s["name"] for s in lm["states"]] == ["key_cache", "value_cache"] and all(s["dtype"] == "fp16" for s in lm["states"])
-        assert [i["name"] for i in lm["inputs"]] == ["inputs_embeds", "causal_mask"]
-        assert lm["inputs"][1]["shape"][2:] == [[1, 512], [1, 512]]  # flexible query and key lengths
-        assert lm["op_counts"]["coreml_update_state"] == 8 and lm["op_counts"]["read_state"] == 2
         kind = {"FP16": "fp16", "INT8": "int8", "INT4": "int4", "PALETTE4": "lut4bit"}[prec]
-        assert set(lm["weights"]) == {kind} and lm["weights"][kind] == 25  # 4 layers x 6 linears + lm_head
+        for i, name in enumerate(chunks):
+            lm = ver["spec"][name]
+            assert lm["ok"] and lm["deployment_target"] == "iOS18"
+            assert [s["name"] for s in lm["states"]] == ["key_cache", "value_cache"]
+            assert all(s["dtype"] == "fp16" and s["shape"] == [2, 1, 4, 512, 64] for s in lm["states"])
+            assert [x["name"] for x in lm["inputs"]] == [["inputs_embeds", "hidden_states"][i], "causal_mask"]
+            assert [x["name"] for x in lm["outputs"]] == [["hidden_states_out", "logits"][i]]
+            assert lm["inputs"][1]["shape"][2:] == [[1, 512], [1, 512]]  # flexible query and key lengths
+            assert lm["op_counts"]["coreml_update_state"] == 4 and lm["op_counts"]["read_state"] == 2
+            assert set(lm["weights"]) == {kind} and lm["weights"][kind] == 12 + i  # 2 layers x 6 linears (+ lm_head)
         assert ver["wrapper"]["greedy_exact_rate"] == 1.0
         if prec == "FP16":
             assert ver["reference_evaluator"]["greedy_exact_rate"] == 1.0
             assert ver["reference_evaluator"]["first_logits_max_abs"] < 2e-2
     sizes = {p: Manifest.read(v).lm_bytes for p, v in coreml_variants.items()}
-    assert sizes["INT8"] < 0.55 * sizes["FP16"]  # one byte per weight + a scale per channel
+    assert sizes["INT8"] < 0.6 * sizes["FP16"]  # one byte per weight + an fp16 scale per 32
     assert sizes["INT4"] < 0.35 * sizes["FP16"] and sizes["PALETTE4"] < 0.35 * sizes["FP16"]  # 4 bits + scales / tables
 
 
 def test_metadata_as_xcode_shows_it(coreml_variants: dict[str, Path]):
     from coremltools.models.utils import load_spec
 
-    spec = load_spec(str(coreml_variants["FP16"] / "language_model.mlpackage"))
+    spec = load_spec(str(coreml_variants["FP16"] / "language_model_01.mlpackage"))
     meta = spec.description.metadata
     assert meta.author and meta.license and "stateful" in meta.shortDescription
     assert all(f.shortDescription for f in [*spec.description.input, *spec.description.output])
@@ -117,20 +123,19 @@ def test_metadata_as_xcode_shows_it(coreml_variants: dict[str, Path]):
 
 
 def test_stateful_prefill_in_pieces_equals_one_prefill(coreml_variants: dict[str, Path]):
-    """The state semantics a device relies on: prefilling 7 tokens as 4 + 1 + 2 calls (the cache carried in
-    the states, positions read from the mask) gives the logits of one 7-token prefill."""
+    """The state semantics a device relies on: prefilling 7 tokens as 4 + 1 + 2 calls through both chunks
+    (the cache carried in each chunk's states, positions read from the mask) gives one 7-token prefill's logits."""
     from allava.coreml_layout import causal_mask
-    from runtimes.coreml_mil import MilProgram
+    from runtimes.coreml_runtime import mil_programs
 
-    lm = MilProgram(coreml_variants["FP16"] / "language_model.mlpackage")
+    programs = mil_programs(coreml_variants["FP16"], ["language_model_00.mlpackage", "language_model_01.mlpackage"])
     x = np.random.default_rng(0).standard_normal((1, 7, 256)).astype(np.float32)
-    whole = lm.run({"inputs_embeds": x, "causal_mask": causal_mask(0, 7)})["logits"].astype(np.float32)
-    lm.reset()
-    parts = []
-    for a, b in ((0, 4), (4, 5), (5, 7)):
-        parts.append(lm.run({"inputs_embeds": x[:, a:b], "causal_mask": causal_mask(a, b - a)})["logits"].astype(np.float32))
-    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=2e-2)
-    assert np.abs(lm.states["key_cache"][:, :, :, 7:]).max() == 0  # nothing written past the sequence
+    programs.reset()
+    whole = programs.language_model(x, causal_mask(0, 7)).astype(np.float32)
+    programs.reset()
+    parts = [programs.language_model(x[:, a:b], causal_mask(a, b - a)).astype(np.float32) for a, b in ((0, 4), (4, 5), (5, 7))]
+    assert whole.shape == (1, 7, 1024)
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=3e-2)
 
 
 def test_reference_evaluator_refuses_unknown_ops_and_matches_torch_conv():
@@ -185,7 +190,7 @@ def test_bad_input_one_line_nonzero_nothing_written(tiny_ckpt: Path, tmp_path: P
     cfg["text_config"]["model_type"] = "llama"
     (llama / "config.json").write_text(json.dumps(cfg))
     proc = _export(llama, out, "fp16")
-    assert proc.returncode == 2 and "LLaVA-Phi" in proc.stderr and "model_type is 'llama'" in proc.stderr
+    assert proc.returncode == 2 and "config.json" in proc.stderr and "Phi language model" in proc.stderr
     assert _one_error_line(proc.stderr) and not out.exists()
 
     proc = _export(tmp_path / "missing", out, "fp16")
@@ -219,8 +224,12 @@ def test_trained_default_fp16_int8_equal_pytorch_and_every_variant_scored(tmp_pa
     for prec in ("int8", "int4", "palette4"):
         proc = _export(TRAINED, root / prec.upper(), prec, "--source", str(root / "FP16"))
         assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "export/check.py", str(TRAINED), str(root), "-n", "30", "--tokens", "16",
-                           "--accuracy", "100", "--heldout", str(HELDOUT), "--quiet"], capture_output=True, text=True, cwd=REPO)
+    # --tie-eps 0.016: the packages return fp16 logits, whose spacing at |logit| 8-16 is 0.0078; PyTorch top-2 gaps
+    # below two such steps cannot be told apart by any fp16 program (measured: int8's 2 differing answers of 50
+    # had gaps of 0.008 and 0.005)
+    proc = subprocess.run([sys.executable, "export/check.py", str(TRAINED), str(root), "-n", "50", "--tokens", "16",
+                           "--tie-eps", "0.016", "--accuracy", "400", "--heldout", str(HELDOUT), "--quiet"],
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for prec in ("FP16", "INT8", "INT4", "PALETTE4"):
         man = Manifest.read(root / prec)
@@ -228,8 +237,10 @@ def test_trained_default_fp16_int8_equal_pytorch_and_every_variant_scored(tmp_pa
         assert all(v.get("ok") for v in ver["spec"].values())
         assert ver["wrapper"]["greedy_exact_rate"] == 1.0
         assert "reference MIL evaluator" in par["executed_by"] or "coreml_runtime" in par["executed_by"]
-        assert par["heldout_n"] == 100 and par["heldout_exact_match"] is not None
+        assert par["heldout_n"] == 400 and par["heldout_exact_match"] is not None
+        if prec == "FP16":
+            assert par["greedy_exact_rate"] == 1.0, par
         if prec in ("FP16", "INT8"):
             assert ver["reference_evaluator"]["greedy_exact_rate"] == 1.0, (prec, ver["reference_evaluator"])
-            assert par["greedy_exact_or_tie_rate"] >= 0.95, (prec, par)
+            assert par["greedy_exact_or_tie_rate"] >= 0.95 and par["tf_top1_agreement"] >= 0.95, (prec, par)
             assert abs(par["heldout_delta"]) <= 1.0, (prec, par)
