@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "missing variants are built into <exports>/<format>/")
     ap.add_argument("--random-init", action="store_true", help="use (and build if needed) a random-weight checkpoint of "
                     "--model: latency/size work without training (allava-3b: outputs/bench-allava3b)")
-    ap.add_argument("--variants", help="comma list to keep, e.g. Q4_0,gguf:Q8_0 (the reference always runs)")
+    ap.add_argument("--variants", help="comma list to keep: variants, precisions or formats, e.g. Q4_0,gguf:Q8_0,coreml "
+                    "(the reference always runs)")
     ap.add_argument("--no-build", action="store_true", help="do not build missing exports; report what exists")
     ap.add_argument("--benchmarks", default="world", help="comma list of benchmark names, 'all' (world + the 12 report "
                     "benchmarks), 'report' (the 12) or 'none' (latency only). Default: world")

@@ -254,9 +254,10 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
             if (entry.get("peak_rss_mb") or 0) * 2**20 > profile.memory_budget_bytes:
                 entry["over_budget"] = (f"measured peak RSS {entry['peak_rss_mb']:.0f} MiB exceeds the "
                                         f"{profile.memory_budget_gib} GiB budget (the file-size estimate said it fits)")
-            print(f"[bench] {v.name}: {entry['status']}" + (f" ({entry.get('reason', '')[:200]})" if entry["status"] != "ok" else
-                  f" decode {entry['latency'].get('decode_tok_s', {}).get('median', 0):.1f} tok/s, {entry.get('wall_s', 0):.1f} s"),
-                  flush=True)
+            done = (f" ({entry.get('reason', '')[:200]})" if entry["status"] != "ok" else
+                    f" answers only, {entry.get('wall_s', 0):.1f} s" if stand_in else
+                    f" decode {entry['latency'].get('decode_tok_s', {}).get('median', 0):.1f} tok/s, {entry.get('wall_s', 0):.1f} s")
+            print(f"[bench] {v.name}: {entry['status']}{done}", flush=True)
     finally:
         cache.close()
     entries = failed_pre + entries

@@ -106,7 +106,8 @@ class Selection:
 
 
 def _wanted(name: str, precision: str, wanted: list[str] | None) -> bool:
-    return not wanted or any(w.lower() in (name.lower(), precision.lower()) for w in wanted)
+    """--variants matches a whole name (gguf:Q8_0), a precision (Q8_0) or a format (coreml: all of its precisions)."""
+    return not wanted or any(w.lower() in (name.lower(), precision.lower(), name.split(":")[0].lower()) for w in wanted)
 
 
 def select(variants: list[Variant], profile: DeviceProfile, wanted: list[str] | None) -> Selection:
