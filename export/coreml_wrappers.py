@@ -34,6 +34,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from allava.coreml_layout import Programs
+from export.onnx_graphs import EmbedTokens as EmbedProgram  # input_ids -> inputs_embeds, shared with ONNX
 
 
 class VisionProgram(torch.nn.Module):
@@ -58,17 +59,6 @@ class VisionProgram(torch.nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         hidden = self.tower(pixel_values, output_hidden_states=True).hidden_states[self.layer]
         return self.projector(hidden[:, 1:] if self.drop_cls else hidden)
-
-
-class EmbedProgram(torch.nn.Module):
-    """input_ids [1, T] (int32) -> inputs_embeds [1, T, H]."""
-
-    def __init__(self, model: LlavaForConditionalGeneration) -> None:
-        super().__init__()
-        self.embed = model.get_input_embeddings()
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embed(input_ids)
 
 
 class LanguageModelChunk(torch.nn.Module):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import shutil
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from allava.coreml_layout import DEFAULT_MAX_CONTEXT, EMBED_PACKAGE, FORMAT, VIS
 from allava.formats import get_format
 from allava.variant import Manifest, ManifestError, human_size, is_variant
 from export.errors import ExportError
+from export.staging import move_into_place
 
 MODEL_FOLDER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                       "chat_template.jinja", "chat_template.json", "processor_config.json", "preprocessor_config.json",
@@ -87,18 +87,17 @@ def _check_phi(ck: Any) -> None:
                           "LLaVA-Phi checkpoints (text model 'phi') only")
 
 
-def _load_model(ck_path: Path) -> Any:
+def _load_model(ck: Any) -> Any:
     import torch
     from transformers import LlavaForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    ck = open_checkpoint(ck_path)
     first = next(iter(ck.keys))
     stored = ck.tensor(first).dtype
     dtype = stored if stored in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
-    return LlavaForConditionalGeneration.from_pretrained(ck_path, dtype=dtype, attn_implementation="eager").eval()
+    return LlavaForConditionalGeneration.from_pretrained(ck.path, dtype=dtype, attn_implementation="eager").eval()
 
 
 def _lm_params(ck: Any) -> int:
@@ -169,7 +168,7 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
 
             log(f"converting {ck.path} ({lm_params / 1e6:.1f}M LM parameters, {n_layers} layers in chunks of "
                 f"{chunk_layers}, context {max_context}) to CoreML {prec}")
-            model = _load_model(ck.path)
+            model = _load_model(ck)
             packages = convert_all(model, stage, prec, max_context, chunk_layers, dict(meta), log)
         from export.coreml_spec import check_variant
 
@@ -179,7 +178,7 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
         if verify:
             from export.coreml_verify import verify_variant
 
-            model = model if model is not None else _load_model(ck.path)
+            model = model if model is not None else _load_model(ck)
             verification.update(verify_variant(model, stage, packages, chunk_layers, max_context, verify, log))
         del model
         gc.collect()
@@ -191,7 +190,7 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
             if p.is_file():
                 p.chmod(0o644)
         stage.chmod(0o755)
-        _move_into_place(stage, outdir, replace)
+        move_into_place(stage, outdir, replace)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     from allava.memory import peak_rss_mb
@@ -215,19 +214,6 @@ def _source_variant(path: Path, source: dict[str, str], max_context: int) -> Man
     if int(man.extra.get("max_context", max_context)) != max_context:
         raise ExportError(f"--source {path}: context {man.extra.get('max_context')}, asked for {max_context}")
     return man
-
-
-def _move_into_place(stage: Path, outdir: Path, replace: bool) -> None:
-    if replace:
-        old = outdir.with_name(f".{outdir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(outdir, old)
-        os.replace(stage, outdir)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if outdir.exists():
-        outdir.rmdir()  # empty (checked)
-    os.replace(stage, outdir)
 
 
 def main(argv: list[str] | None = None) -> int:

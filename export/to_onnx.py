@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from allava.onnx_layout import (
 from allava.onnx_layout import FORMAT as FORMAT_NAME
 from allava.variant import Manifest, ManifestError, find_manifests, human_size
 from export.errors import ExportError
+from export.staging import move_into_place
 
 FORMAT = get_format(FORMAT_NAME)
 MODEL_FOLDER_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
@@ -151,7 +151,7 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
                 dst = stage / "onnx" / graph_file(graph, "FP16")
                 convert_fp16(fp32_dir / graph_file(graph, "FP32"), dst)
                 validate_graph(dst)
-        _move_into_place(stage, outdir, replace=state == "other")
+        move_into_place(stage, outdir, replace=state == "other")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     made = ["FP32"] + [p for p in precisions if p != "FP32"]
@@ -169,28 +169,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def _move_into_place(stage: Path, outdir: Path, replace: bool) -> None:
-    """A new folder is renamed in one step, and so is a replacement (the old folder is moved aside
-    first); into an existing export of the same checkpoint each file is replaced atomically."""
-    if replace:
-        old = outdir.with_name(f".{outdir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(outdir, old)
-        os.replace(stage, outdir)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    if not outdir.exists() or not any(outdir.iterdir()):
-        if outdir.exists():
-            outdir.rmdir()
-        os.replace(stage, outdir)
-        return
-    for src in sorted(stage.rglob("*")):
-        if src.is_file():
-            dst = outdir / src.relative_to(stage)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
 
 
 def main(argv: list[str] | None = None) -> int:

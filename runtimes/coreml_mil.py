@@ -45,12 +45,10 @@ def _gelu(x: np.ndarray, mode: str) -> np.ndarray:
 def _slice_index(shape: tuple[int, ...], begin: np.ndarray, end: np.ndarray, stride: np.ndarray | None,
                  begin_mask: np.ndarray | None, end_mask: np.ndarray | None) -> tuple[slice, ...]:
     out = []
-    for i, n in enumerate(shape):
+    for i in range(len(shape)):
         b = None if begin_mask is not None and begin_mask[i] else int(begin[i])
         e = None if end_mask is not None and end_mask[i] else int(end[i])
-        s = 1 if stride is None else int(stride[i])
-        out.append(slice(b, e, s))
-        del n
+        out.append(slice(b, e, 1 if stride is None else int(stride[i])))
     return tuple(out)
 
 
@@ -206,6 +204,11 @@ class MilProgram:
                 vals = op.materialized_val_inference()
                 for out, val in zip(op.outputs, vals if isinstance(vals, tuple) else (vals,), strict=True):
                     self.constants[out.name] = self._as_array(val, out)
+        # the executable ops with their input names and output dtype, resolved once (run is the decode hot path)
+        self._plan = [(op, {k: ([x.name for x in v] if isinstance(v, (list, tuple)) else v.name) for k, v in op.inputs.items()},
+                       op.outputs[0].name, self._dtype(op.outputs[0]))
+                      for op in self.ops if op.op_type != "const" and not op.op_type.startswith("constexpr_")]
+        self.input_dtypes = {name: self._dtype(var) for name, var in self.inputs.items()}
         self.states: dict[str, np.ndarray] = {}
         self.reset()
 
@@ -233,21 +236,18 @@ class MilProgram:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, Any] = dict(self.constants)
-        for name, var in self.inputs.items():
+        for name, dtype in self.input_dtypes.items():
             if name not in feeds:
                 raise KeyError(f"{self.path.name}: missing input {name!r}")
-            env[name] = np.asarray(feeds[name]).astype(self._dtype(var))
+            env[name] = np.asarray(feeds[name]).astype(dtype)
         for name in self.state_vars:
             env[name] = self.states[name]
-        for op in self.ops:
-            if op.op_type == "const" or op.op_type.startswith("constexpr_"):
-                continue
-            args = {k: ([env[x.name] for x in v] if isinstance(v, (list, tuple)) else env[v.name])
-                    for k, v in op.inputs.items()}
+        for op, inputs, out_name, dtype in self._plan:
+            args = {k: ([env[x] for x in v] if isinstance(v, list) else env[v]) for k, v in inputs.items()}
             if op.op_type == "read_state":
                 result: Any = np.array(args["input"], copy=True)
             elif op.op_type == "coreml_update_state":
-                state = op.inputs["state"].name
+                state = inputs["state"]
                 self.states[state] = np.asarray(args["value"]).astype(self.states[state].dtype)
                 env[state] = self.states[state]
                 result = args["value"]
@@ -260,7 +260,5 @@ class MilProgram:
                 except (ValueError, IndexError, TypeError) as exc:
                     shapes = {k: np.shape(v) for k, v in args.items() if not isinstance(v, list)}
                     raise RuntimeError(f"{self.path.name}: {op.op_type} {op.name} failed on inputs {shapes}: {exc}") from exc
-            out = op.outputs[0]
-            dtype = self._dtype(out)
-            env[out.name] = np.asarray(result).astype(dtype) if dtype is not None else np.asarray(result)
+            env[out_name] = np.asarray(result).astype(dtype) if dtype is not None else np.asarray(result)
         return {name: env[name] for name in self.output_names}
