@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from allava.openai_stub import StubServer
-from tests.synth.conftest import API_KEY, run_cli
+from tests.synth.conftest import API_KEY, RUN, run_cli
 
 
 def _one_line_error(proc) -> str:
@@ -39,22 +43,62 @@ def test_unreadable_manifest(tmp_path: Path, name: str, content, needle: str) ->
     assert not out.exists()
 
 
-def test_parquet_without_pyarrow_is_clear(tmp_path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        m = tmp_path / "m.parquet"
-        m.write_bytes(b"PAR1")
-        proc = run_cli("laion", "--manifest", str(m), "--teacher", "offline", "--output-dir", str(tmp_path / "o"))
-        assert "pip install pyarrow" in _one_line_error(proc)
+def _run_cli_without(module: str, *args: str) -> subprocess.CompletedProcess:
+    """synth/run.py in a fresh interpreter where ``import <module>`` fails, whatever this venv holds.
+
+    ``sys.modules[name] = None`` makes every import of it raise ImportError, which is what a user
+    without the optional package gets; so the "missing" branch is exercised on every machine."""
+    code = (f"import runpy, sys; sys.modules[{module!r}] = None; sys.argv = [{str(RUN)!r}] + sys.argv[1:]; "
+            f"runpy.run_path({str(RUN)!r}, run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["OPENAI_API_KEY"] = API_KEY
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_dataset_without_datasets_is_clear(tmp_path: Path) -> None:
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        proc = run_cli("laion", "--dataset", "x/y", "--teacher", "offline", "--output-dir", str(tmp_path / "o"))
-        assert "pip install datasets" in _one_line_error(proc)
+def test_parquet_manifest_with_and_without_pyarrow(tmp_path: Path, images) -> None:
+    """Without pyarrow: one clear line naming the install. With it (a dev/CI venv): a real parquet
+    manifest is read, relative paths resolved, and a corrupt one is one clear line, not a traceback."""
+    m = tmp_path / "m.parquet"
+    m.write_bytes(b"PAR1")
+    proc = _run_cli_without("pyarrow", "laion", "--manifest", str(m), "--teacher", "offline",
+                            "--output-dir", str(tmp_path / "o"))
+    assert "pip install pyarrow" in _one_line_error(proc)
+    assert not (tmp_path / "o").exists()
+
+    pa = pytest.importorskip("pyarrow", reason="pyarrow is not installed: the with-pyarrow half needs it")
+    import pyarrow.parquet as pq
+
+    from synth.inputs import rows_from_manifest
+
+    proc = run_cli("laion", "--manifest", str(m), "--teacher", "offline", "--output-dir", str(tmp_path / "o"))
+    assert "cannot read manifest" in _one_line_error(proc)
+    good = images[0].parent / "good.parquet"
+    pq.write_table(pa.table({"path": [images[0].name, images[1].name], "caption": ["one", "two"]}), good)
+    rows = rows_from_manifest(good)
+    assert [(r.path, r.caption) for r in rows] == [(images[0], "one"), (images[1], "two")]
+
+
+def test_dataset_input_with_and_without_datasets(tmp_path: Path, images, monkeypatch) -> None:
+    """Without ``datasets``: one clear line naming the install. With it: a local dataset folder is read
+    through datasets.load_dataset, and an id that cannot load is one clear line naming it."""
+    proc = _run_cli_without("datasets", "laion", "--dataset", "x/y", "--teacher", "offline",
+                            "--output-dir", str(tmp_path / "o"))
+    assert "pip install datasets" in _one_line_error(proc)
+
+    datasets = pytest.importorskip("datasets", reason="datasets is not installed: the with-datasets half needs it")
+    from synth.inputs import rows_from_dataset
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # nothing written to ~/.cache
+    proc = run_cli("laion", "--dataset", str(tmp_path / "no-such-dataset"), "--teacher", "offline",
+                   "--output-dir", str(tmp_path / "o"))
+    assert "cannot load dataset" in _one_line_error(proc)
+    assert not (tmp_path / "o").exists()
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"path": str(p), "caption": f"c{i}"}) + "\n"
+                                                for i, p in enumerate(images[:3])))
+    rows = rows_from_dataset(str(folder), "train", limit=2)
+    assert [(r.path, r.caption) for r in rows] == [(images[0], "c0"), (images[1], "c1")]
 
 
 def test_unknown_mode(tmp_path: Path) -> None:
