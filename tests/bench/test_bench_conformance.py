@@ -5,7 +5,9 @@ Each judged test drives the adapter with an in-process scripted judge (no networ
 the official rule's edge cases; the expected numbers are worked out by hand from the official
 script named in the test's docstring (repository @ commit, file, function), with the arithmetic in
 the comments. Where the official tool is a script users run on our files, the test reads the file we
-write the way that script reads it (re-implemented here, not imported) and gets the same number.
+write the way that script reads it and gets the same number: with the official code itself where it is
+a package (FastChat's show_result.py from fschat; pandas.read_excel with openpyxl for MMBench's
+spreadsheet, both in the dev extra), else re-implemented here.
 Official prompts are checked byte for byte through their sha256 digests, taken from the official
 files at the commits named.
 """
@@ -185,13 +187,54 @@ def test_vicuna80_follows_fastchat_show_result(tmp_path: Path) -> None:
     assert answers[0]["choices"][0]["turns"] == ["MODEL-1"] and answers[0]["model_id"] == MODEL
     assert (sub / "model_answer" / "gpt-3.5-turbo.jsonl").is_file()
     rows = read_jsonl(sub / "model_judgment" / "scripted-judge_pair.jsonl")
-    # show_result.py --mode pairwise-baseline, read our way: drop error rows, then tie unless both agree
-    kept = [r for r in rows if r["g1_winner"] != "error" and r["g2_winner"] != "error"]
-    win = sum(1 for r in kept if r["g1_winner"] == r["g2_winner"] == "model_1")
-    loss = sum(1 for r in kept if r["g1_winner"] == r["g2_winner"] == "model_2")
-    assert (len(rows), len(kept), win, loss) == (8, 5, 2, 1)
-    assert win / len(kept) * 100 == pytest.approx(res.headline)
+    assert len(rows) == 8
     assert {r["model_2"] for r in rows} == {"gpt-3.5-turbo"} and rows[0]["judge"] == ["scripted-judge", "pair-v2"]
+    # FastChat's own show_result.py --mode pairwise-baseline (the fschat package) on the judgment file we wrote
+    table = fastchat_show_result(sub / "model_judgment" / "scripted-judge_pair.jsonl", "gpt-3.5-turbo")
+    assert (table[MODEL]["win"], table[MODEL]["loss"], table[MODEL]["tie"]) == (2, 1, 2)
+    assert 100 * table[MODEL]["win_rate"] == pytest.approx(res.headline)
+    assert 100 * table[MODEL]["win_rate_adjusted"] == pytest.approx(res.breakdown["win_rate_adjusted"])
+    assert 100 * table[MODEL]["loss_rate"] == pytest.approx(res.breakdown["loss_rate"])
+
+
+def fastchat_show_result(judgment_file: Path, baseline: str) -> dict[str, dict[str, float]]:
+    """FastChat's ``show_result.py --mode pairwise-baseline`` from the ``fschat`` package (dev extra): its
+    ``display_result_pairwise`` run on ``judgment_file``; the table it prints, as {model: {column: value}}."""
+    import argparse
+
+    show_result = pytest.importorskip("fastchat.llm_judge.show_result",
+                                      reason="fschat is not installed: pip install -e '.[dev]'")
+    printed: list[Any] = []
+    args = argparse.Namespace(bench_name="vicuna80", input_file=str(judgment_file), judge_model="gpt-4",
+                              baseline_model=baseline, model_list=None)
+    show_result.print = lambda *a, **k: printed.append(a[0] if a else None)  # module-level: shadows the builtin
+    try:
+        show_result.display_result_pairwise(args)
+    finally:
+        del show_result.print
+    return printed[-1].to_dict(orient="index")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vicuna80_counting_equals_fastchat_package(seed: int, tmp_path: Path) -> None:
+    """Every (g1_winner, g2_winner) pair FastChat can write, shuffled and repeated: our per-question outcome
+    and rates (pairwise.fastchat_outcome / fastchat_rates) equal what fschat's show_result.py computes from
+    the same judgment rows."""
+    import random
+
+    from bench.benchmarks.pairwise import fastchat_outcome, fastchat_rates
+
+    values = ["model_1", "model_2", "tie", "error"]
+    rng = random.Random(seed)
+    pairs = [(a, b) for a in values for b in values] + [(rng.choice(values), rng.choice(values)) for _ in range(40)]
+    rng.shuffle(pairs)
+    rows = [{"question_id": i, "model_1": MODEL, "model_2": "gpt-3.5-turbo", "g1_winner": a, "g2_winner": b,
+             "judge": ["gpt-4", "pair-v2"], "turn": 1, "tstamp": 0.0} for i, (a, b) in enumerate(pairs)]
+    table = fastchat_show_result(jsonl(tmp_path / "gpt-4_pair.jsonl", rows), "gpt-3.5-turbo")[MODEL]
+    ours = fastchat_rates(fastchat_outcome(a, b) for a, b in pairs)
+    assert (ours["win"], ours["loss"], ours["tie"]) == (table["win"], table["loss"], table["tie"])
+    for key in ("win_rate", "loss_rate", "win_rate_adjusted"):
+        assert ours[key] == pytest.approx(table[key]), key
 
 
 # -- LLaVA-Bench ---------------------------------------------------------------------------------------
@@ -531,14 +574,17 @@ def test_mmbench_submission_spreadsheet(tmp_path: Path) -> None:
     preds = {"0": "A", "1000000": "The answer is D", "1": "circle", "1000001": "A"}
     [path] = ad.submission_files(items, preds, tmp_path, MODEL)
     assert path.name == f"{MODEL}.xlsx"
-    rows = read_xlsx(path)
-    assert rows[0] == ["index", "question", "A", "B", "C", "D", "prediction", "answer"]
-    assert [r[0] for r in rows[1:]] == [0.0, 1000000.0, 1.0, 1000001.0]
-    assert rows[2][6] == "The answer is D" and rows[1][2] == "red"
-    assert rows[3][5] is None  # base 1 has options A, B only: C and D are empty cells
-    openpyxl = pytest.importorskip("openpyxl")  # where installed: read it as pandas.read_excel would
-    sheet = openpyxl.load_workbook(path).active
-    assert [c.value for c in sheet[1]] == rows[0] and sheet["G3"].value == "The answer is D"
+    # read back as the evaluators do: MMBench's tools (VLMEvalKit / OpenCompass) load it with pandas.read_excel,
+    # whose .xlsx engine is openpyxl (both in the dev extra), not with this project's own reader
+    import pandas as pd
+
+    df = pd.read_excel(path, engine="openpyxl")
+    assert list(df.columns) == ["index", "question", "A", "B", "C", "D", "prediction", "answer"]
+    assert df["index"].tolist() == [0, 1000000, 1, 1000001]
+    assert df.loc[1, "prediction"] == "The answer is D" and df.loc[0, "A"] == "red"
+    assert df["prediction"].tolist() == ["A", "The answer is D", "circle", "A"]
+    assert pd.isna(df.loc[2, "C"]) and pd.isna(df.loc[2, "D"])  # base 1 has options A, B only: empty cells
+    assert read_xlsx(path)[0] == list(df.columns)  # the project's reader (used without openpyxl) agrees
 
 
 def test_xlsx_column_letters() -> None:
