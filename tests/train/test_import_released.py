@@ -1,15 +1,25 @@
-"""Import of a released-layout (LLaVA code base) checkpoint, built here at tiny size."""
+"""Import of a released-layout (LLaVA code base) checkpoint, built here at tiny size.
+
+The released names are not taken from this file's own reverse mapping alone: tests/train/data/
+allava_phi2_weight_names.txt lists the parameter names of FreedomIntelligence/ALLaVA-Phi2-2_7B as the
+ALLaVA code defines them (provenance in its header), and the mapping must turn exactly those names into
+exactly the parameters of transformers' LlavaForConditionalGeneration at ALLaVA-3B's shape; the tiny
+"released" folder the logits test imports must use the same names, at the tiny model's depths.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import LlavaForConditionalGeneration
+from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, PhiConfig
 
 from allava.modeling import build_model, load_preset
 from allava.tokenizer import train_bpe_tokenizer
@@ -77,3 +87,50 @@ def test_import_rejects_foreign_folder(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "is not a released LLaVA-Phi checkpoint" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+RELEASED_NAMES = Path(__file__).parent / "data" / "allava_phi2_weight_names.txt"
+
+
+def released_names() -> list[str]:
+    """The released ALLaVA-Phi2 checkpoint's parameter names (the fixture, comments dropped)."""
+    return [line for line in RELEASED_NAMES.read_text().splitlines() if line and not line.startswith("#")]
+
+
+def test_mapping_turns_the_released_names_into_the_transformers_model():
+    """Every released name maps (none dropped as unknown), no two onto one, and the mapped set is exactly
+    LlavaForConditionalGeneration's parameters at ALLaVA-3B's shape (built on the meta device: no memory)."""
+    from allava.released import map_key
+
+    names = released_names()
+    assert len(names) == 847 and len(set(names)) == len(names)
+    mapped = {n: map_key(n) for n in names}
+    assert not [n for n, m in mapped.items() if not m], "released names the import would reject or drop"
+    assert len(set(mapped.values())) == len(names), "two released names map onto one parameter"
+    preset = load_preset("allava-3b")
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(image_size=preset.image_size, patch_size=preset.patch_size, **preset.vision),
+        text_config=PhiConfig(**preset.text), multimodal_projector_bias=True, tie_word_embeddings=False,
+        vision_feature_layer=preset.vision_feature_layer, projector_hidden_act=preset.projector_hidden_act,
+    )
+    with torch.device("meta"):
+        target = set(LlavaForConditionalGeneration(cfg).state_dict())
+    got = set(mapped.values())
+    assert got == target, {"not in the model": sorted(got - target)[:5], "never filled": sorted(target - got)[:5]}
+
+
+def test_tiny_released_folder_uses_the_released_names(released):
+    """The folder the logits test imports holds the release's names (at the tiny model's 4 + 4 layers)."""
+    src, model = released
+    depth = {"model.layers.": model.config.text_config.num_hidden_layers,
+             "vision_model.encoder.layers.": model.config.vision_config.num_hidden_layers}
+
+    def kept(name: str) -> bool:
+        for prefix, n in depth.items():
+            if m := re.search(re.escape(prefix) + r"(\d+)\.", name):
+                return int(m.group(1)) < n
+        return True
+
+    with safe_open(str(src / "model.safetensors"), "pt") as f:
+        written = set(f.keys())
+    assert written == {n for n in released_names() if kept(n)}
