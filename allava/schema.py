@@ -101,11 +101,11 @@ def parse_record(obj: Any, source: str | Path, index: int) -> Record:
     return Record(id=rid, conversations=turns, image=image, extra=extra)
 
 
-def load_records(path: str | Path, skip_bad: bool = False) -> tuple[list[Record], list[str]]:
-    """Read an ALLaVA-4V JSON (a list) or JSONL file.
+def load_objects(path: str | Path) -> list[Any]:
+    """The raw JSON objects of a JSON (a list) or JSONL file; file-level problems raise :class:`DataError`.
 
-    Returns the records and, with ``skip_bad``, the messages of the records that were skipped.
-    Without it the first bad record raises :class:`DataError`.
+    Separate from :func:`load_records` so readers of other official formats (train/sources.py) share
+    the same file checks and messages before adapting each object.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,6 +120,17 @@ def load_records(path: str | Path, skip_bad: bool = False) -> tuple[list[Record]
         raise DataError(path, None, f"malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(objs, list):
         raise DataError(path, None, f"expected a JSON list of records, got {type(objs).__name__}")
+    return objs
+
+
+def load_records(path: str | Path, skip_bad: bool = False) -> tuple[list[Record], list[str]]:
+    """Read an ALLaVA-4V JSON (a list) or JSONL file.
+
+    Returns the records and, with ``skip_bad``, the messages of the records that were skipped.
+    Without it the first bad record raises :class:`DataError`.
+    """
+    path = Path(path)
+    objs = load_objects(path)
     records: list[Record] = []
     skipped: list[str] = []
     for i, obj in enumerate(objs):

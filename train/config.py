@@ -1,8 +1,9 @@
 """Training configuration: plain dataclasses, loaded from YAML, overridable from the command line.
 
 ``train/configs/tiny.yaml`` is the built-in default (CPU, minutes); ``train/configs/allava-3b.yaml``
-holds the report's recipe (global batch 256 PT / 128 FT, lr 2e-5 -> 2e-6 cosine, weight decay 0,
-ZeRO-1). Unknown keys are errors, so a typo never silently falls back to a default.
+holds the report's recipe (its data mix, global batch 256 PT / 128 FT, lr 2e-5 -> 2e-6 cosine,
+weight decay 0, ZeRO-1) and ``allava-3b-longer.yaml`` its two-epoch fine-tuning. Unknown keys are
+errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from train.sources import check_format
 from train.vision_pretrain import VisionPretrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -24,6 +26,11 @@ class SourceConfig:
     path: str
     ratio: float = 1.0
     image_root: str | None = None
+    # the release's own record format (train/sources.py): allava, sharegpt4v, llava_mix, openchat
+    format: str = "allava"
+    # stop once more than this share of the file's records is bad (malformed, missing image, too
+    # long), after counting them all; None = the run's max_bad_fraction
+    max_bad_fraction: float | None = None
 
 
 @dataclass
@@ -45,6 +52,9 @@ class StageConfig:
     max_steps: int | None = None  # cap (for smoke tests); None = run the epochs
     # sort runs of 8 batches by length (less padding); measured worse on the tiny default (47.7% vs 66.4%)
     group_by_length: bool = False
+    # take this stage's trained weights from another run's finished stage (its done.safetensors)
+    # instead of training it: ALLaVA-3B-Longer shares ALLaVA-3B's pre-training
+    reuse_checkpoint: str | None = None
 
 
 @dataclass
@@ -71,6 +81,9 @@ class TrainConfig:
     save_every: int = 200
     keep_checkpoints: int = 2
     skip_bad: bool = False
+    # None: stop at the first bad record (unless skip_bad). A number: count every bad record per
+    # source and stop when a source's bad share passes it (sources may override)
+    max_bad_fraction: float | None = None
     deepspeed: str | None = None  # path to a DeepSpeed JSON config (ZeRO-1 in the 3B recipe)
     gradient_checkpointing: bool = False
     # attention kernel for training (stage 0 too): None = transformers' default (sdpa). Not saved
@@ -96,6 +109,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     for key, value in data.items():
         if key == "sources":
             value = [_build(SourceConfig, v, f"{where}.sources[{i}]") for i, v in enumerate(value)]
+            for i, src in enumerate(value):
+                check_format(src.format, f"{where}.sources[{i}].format")
         elif key == "stages":
             value = [_build(StageConfig, v, f"{where}.stages[{i}]") for i, v in enumerate(value)]
         elif key == "eval":

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from allava.chat import render_segments
-from allava.schema import IMAGE_MARKER, DataError, Record, load_records
+from allava.schema import IMAGE_MARKER, DataError, Record
+from train.sources import SourceReport, read_source
 
 IGNORE_INDEX = -100
 
@@ -31,6 +32,8 @@ class Source:
     path: str
     ratio: float = 1.0
     image_root: str | None = None  # defaults to the file's folder
+    format: str = "allava"  # the release's record format (train/sources.py)
+    max_bad_fraction: float | None = None  # None: the first bad record stops the run (unless skip_bad)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class StageData:
     pixel_values: torch.Tensor | None
     stats: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    reports: list[SourceReport] = field(default_factory=list)  # per source: records read, bad ones by kind
     # the frozen tower's features per image (train/features.py); when set, batches carry these
     # instead of pixels
     image_features: torch.Tensor | None = None
@@ -93,24 +97,35 @@ def build_stage_data(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> StageData:
-    """Load, validate, tokenise and preprocess every source of a stage, applying sampling ratios."""
+    """Load, validate, tokenise and preprocess every source of a stage, applying sampling ratios.
+
+    Bad records stop the run at the first one by default; with ``skip_bad`` they are skipped; with a
+    source's ``max_bad_fraction`` they are all counted first and the run stops only past that share.
+    """
     rng = random.Random(seed)
     examples: list[Example] = []
     image_index: dict[Path, int] = {}
     images: list[Image.Image] = []
     skipped: list[str] = []
+    reports: list[SourceReport] = []
     truncated = 0
     for src in sources:
         path = Path(src.path)
-        records, bad = load_records(path, skip_bad=skip_bad)
-        skipped += bad
+        collect = skip_bad or src.max_bad_fraction is not None
+        read = read_source(path, src.format, collect=collect)
+        records, report = read.records, read.report
+        skipped += read.malformed
         n_draw = round(len(records) * src.ratio)
         order = [i % len(records) for i in range(n_draw)] if records else []
         if src.ratio < 1:
             order = sorted(rng.sample(range(len(records)), n_draw))
         root = Path(src.image_root) if src.image_root else path.parent
+        failed: set[int] = set()  # records counted bad once, however often a ratio > 1 draws them
         for i in tqdm(order, desc=f"data: {path.name}", disable=not progress, unit="rec", leave=False):
             rec = records[i]
+            if i in failed:
+                continue
+            kind = "missing_image"
             try:
                 img_idx = None
                 if rec.image is not None:
@@ -119,21 +134,27 @@ def build_stage_data(
                         images.append(load_image(img_path, str(path), rec.id))
                         image_index[img_path] = len(images) - 1
                     img_idx = image_index[img_path]
+                kind = "too_long"
                 ids, labels, cut = encode_record(rec, tokenizer, image_token_id, num_image_tokens, max_length)
                 if all(label == IGNORE_INDEX for label in labels):
                     raise DataError(path, rec.id, f"no assistant tokens left within max_length {max_length}")
             except DataError as exc:
-                if not skip_bad:
-                    if exc.source == "<tokenized>":
-                        raise DataError(path, rec.id, str(exc).split(": ", 1)[1]) from None
-                    raise
+                if exc.source == "<tokenized>":
+                    exc = DataError(path, rec.id, str(exc).split(": ", 1)[1])
+                if not collect:
+                    raise exc from None
+                failed.add(i)
+                report.add(kind, str(exc))
                 skipped.append(str(exc))
                 continue
             truncated += int(cut)
             examples.append(Example(ids, labels, img_idx))
+        if not skip_bad:
+            report.check(src.max_bad_fraction)
+        reports.append(report)
     pixel_values = preprocess_images(images, image_processor, progress) if images else None
     stats = {"examples": len(examples), "images": len(images), "truncated": truncated, "skipped": len(skipped)}
-    return StageData(examples, pixel_values, stats, skipped)
+    return StageData(examples, pixel_values, stats, skipped, reports)
 
 
 def preprocess_images(images: list[Image.Image], image_processor, progress: bool = True, batch: int = 256) -> torch.Tensor:

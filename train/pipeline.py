@@ -63,14 +63,15 @@ def make_tokenizer(preset, cfg: TrainConfig, data_root: Path):
     if kind == "pretrained" and not cfg.random_init:
         return load_pretrained_tokenizer(preset.pretrained["text"])
     from allava.chat import render_segments
-    from allava.schema import load_records
+    from train.sources import read_source
 
     # Train on the conversations as the chat template renders them, so the template's own tags
     # ("USER:", "ASSISTANT:") get merges of their own: measured 326 -> 229 tokens per multi-turn
     # VQA record (with raw turn values they were spelled letter by letter).
     texts: list[str] = []
-    for path in dict.fromkeys(data_root / s.path for stage in cfg.stages for s in stage.sources):
-        records, _ = load_records(path, skip_bad=True)
+    files = {data_root / s.path: s.format for stage in cfg.stages for s in stage.sources}
+    for path, fmt in files.items():
+        records = read_source(path, fmt, collect=True).records
         texts += [seg.text for r in records for seg in render_segments(r.conversations)]
     vocab = int(preset.tokenizer.get("vocab_size", 1024)) if kind == "world-bpe" else 4096
     return train_bpe_tokenizer(texts, vocab)
@@ -188,8 +189,17 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
             _load_trainable(model, done_marker)
             log(f"stage {stage.name}: already complete, weights restored", info)
             continue
+        if stage.reuse_checkpoint:
+            shared = Path(stage.reuse_checkpoint)
+            if not shared.is_file():
+                raise DataError(shared, None, f"stage {stage.name} reuses this finished stage's weights "
+                                "(reuse_checkpoint), but it is not there: run that config first")
+            _load_trainable(model, shared)
+            log(f"stage {stage.name}: weights taken from {shared} (reuse_checkpoint), not trained again", info)
+            continue
         sources = [
-            Source(str(data_root / s.path), s.ratio, str(data_root / s.image_root) if s.image_root else None)
+            Source(str(data_root / s.path), s.ratio, str(data_root / s.image_root) if s.image_root else None,
+                   s.format, s.max_bad_fraction if s.max_bad_fraction is not None else cfg.max_bad_fraction)
             for s in stage.sources
         ]
         data = build_stage_data(
@@ -205,6 +215,9 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
                 )
                 data.pixel_values = None
         log(f"stage {stage.name}: {data.stats}", info)
+        for rep in data.reports:
+            if rep.bad:
+                log(f"  {rep.path}: {rep.bad} of {rep.records} records bad ({rep.summary()})", info)
         for msg in data.skipped[:5]:
             log(f"  skipped: {msg}", info)
         runner = StageRunner(

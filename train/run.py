@@ -3,6 +3,7 @@
     python train/run.py                                  # the built-in default: tiny preset, CPU, minutes
     python train/run.py --output-dir DIR --resume        # continue an interrupted run exactly
     torchrun --nproc_per_node 8 train/run.py --config train/configs/allava-3b.yaml   # the 3B recipe
+    python train/run.py --config train/configs/allava-3b.yaml --dry-run   # its plan, no GPU
 
 The output folder is a plain Hugging Face model folder (LlavaForConditionalGeneration +
 AutoProcessor) with eval_results.json, metrics.jsonl and loss.png next to it.
@@ -39,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--max-steps", type=int, help="cap every stage at this many optimizer steps (smoke runs)")
     ap.add_argument("--save-every", type=int, help="checkpoint every N optimizer steps")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the plan (samples per source and stage, steps, tokens) from the data files, "
+                         "with bad-record counts; no model, no GPU. Missing files: one line naming them, exit 2")
+    ap.add_argument("--declared-sizes", action="store_true",
+                    help="with --dry-run: plan from the releases' published record counts (train/data_catalog.py) "
+                         "instead of the files")
     return ap.parse_args(argv)
 
 
@@ -65,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps is not None:
         for stage in cfg.stages:
             stage.max_steps = args.max_steps
+    if args.dry_run:
+        from train.plan import dry_run
+
+        name = args.config or f"train/configs/{cfg.preset}.yaml"
+        return exit_code(lambda: dry_run(cfg, name, args.declared_sizes, cfg.skip_bad), DataError)
     return exit_code(lambda: run_training(cfg, resume=args.resume), DataError)
 
 
