@@ -100,7 +100,9 @@ class SourceReport:
             self.examples.append(message)
 
     def summary(self) -> str:
-        return f"malformed {self.malformed}, missing image {self.missing_image}, too long {self.too_long}"
+        """The non-zero counts by kind, e.g. "malformed 2, missing image 1"."""
+        kinds = {"malformed": self.malformed, "missing image": self.missing_image, "too long": self.too_long}
+        return ", ".join(f"{k} {n}" for k, n in kinds.items() if n) or "none"
 
     def check(self, max_fraction: float | None) -> None:
         """Stop (one DataError naming the file) when the bad share passes ``max_fraction``.
