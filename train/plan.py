@@ -40,12 +40,17 @@ class SourcePlan:
     report: SourceReport | None = None  # None when planned from declared sizes
     declared: bool = False
     max_bad_fraction: float | None = None
+    image_paths: frozenset[Path] = frozenset()  # the images its usable records name (from the files)
 
 
 @dataclass
 class StagePlan:
     stage: StageConfig
     sources: list[SourcePlan] = field(default_factory=list)
+
+    @property
+    def unique_images(self) -> int:
+        return len(frozenset().union(*(s.image_paths for s in self.sources)))
 
     @property
     def per_epoch(self) -> int:
@@ -96,6 +101,7 @@ def _plan_source_from_file(
     return SourcePlan(
         str(path), fmt, ratio, len(usable), sum(r.image is not None for r in usable),
         round(len(usable) * ratio), round(tokens * ratio), report,
+        image_paths=frozenset(image_root / r.image for r in usable if r.image is not None),
     )
 
 
@@ -113,11 +119,14 @@ def plan_stages(cfg: TrainConfig, declared: bool = False, config: str = "config"
     root = Path(cfg.data_root)
     if not declared:
         missing = sorted({s.path for st in cfg.stages for s in st.sources if not (root / s.path).is_file()})
+        if missing and cfg.world:
+            raise DataError(root, None, f"{len(missing)} data file(s) missing: the built-in world is written by "
+                            "the first training run (python train/run.py), not by the dry run")
         if missing:
             raise DataError(root, None, f"{len(missing)} data file(s) missing: {', '.join(missing)} "
                             "(python train/prepare_data.py --list says where each comes from; "
                             "--declared-sizes plans without them)")
-    image_tokens = _image_tokens(cfg.preset)
+    image_tokens = _preset(cfg.preset).num_image_tokens
     plans: list[StagePlan] = []
     cache: dict[tuple[str, str, str, int], SourcePlan] = {}
     for stage in cfg.stages:
@@ -135,15 +144,25 @@ def plan_stages(cfg: TrainConfig, declared: bool = False, config: str = "config"
             limit = s.max_bad_fraction if s.max_bad_fraction is not None else cfg.max_bad_fraction
             sp.sources.append(SourcePlan(base.path, s.format, s.ratio, base.records, base.with_image,
                                          round(base.records * s.ratio), round((base.tokens or 0) * s.ratio),
-                                         base.report, max_bad_fraction=limit))
+                                         base.report, max_bad_fraction=limit, image_paths=base.image_paths))
         plans.append(sp)
     return plans
 
 
-def _image_tokens(preset: str) -> int:
+def _preset(name: str):
     from allava.modeling import load_preset
 
-    return load_preset(preset).num_image_tokens
+    return load_preset(name)
+
+
+def _human(n: float, base: int = 1000) -> str:
+    """A count with k/M/G/T (base 1000: 1234567 -> '1.2M'), or a size with Ki/Mi/Gi/Ti (base 1024)."""
+    units = ["", "k", "M", "G", "T"] if base == 1000 else ["", "Ki", "Mi", "Gi", "Ti"]
+    for unit in units:
+        if abs(n) < base or unit == units[-1]:
+            return f"{n:,.1f}{unit}" if unit else f"{n:,.0f}"
+        n /= base
+    return f"{n:,.1f}"
 
 
 def format_plan(cfg: TrainConfig, plans: list[StagePlan], config: str, declared: bool) -> str:
@@ -151,6 +170,9 @@ def format_plan(cfg: TrainConfig, plans: list[StagePlan], config: str, declared:
     root = Path(cfg.data_root)
     how = "declared sizes (train/data_catalog.py)" if declared else "the files"
     lines = [f"plan: {config} (preset {cfg.preset}), data root {root}, record counts from {how}"]
+    if not declared:
+        lines.append(f"tokens: estimated as text characters / {CHARS_PER_TOKEN} + "
+                     f"{_preset(cfg.preset).num_image_tokens} per image, capped at the stage's max length")
     for sp in plans:
         st = sp.stage
         lines.append("")
@@ -168,9 +190,14 @@ def format_plan(cfg: TrainConfig, plans: list[StagePlan], config: str, declared:
             share = s.samples / sp.per_epoch if sp.per_epoch else 0.0
             lines.append(f"  {name:<58} {s.format:<10} {s.records:>9,} {s.with_image:>9,} {bad:>6} {s.ratio:>5g} "
                          f"{s.samples:>9,} {share:>6.1%}")
-        tokens = "n/a (needs the files)" if sp.tokens is None else f"~{sp.tokens / 1e6:,.1f}M"
+        tokens = "n/a (needs the files)" if sp.tokens is None else f"~{_human(sp.tokens)}"
         lines.append(f"  per epoch {sp.per_epoch:,} samples; {st.epochs:g} epoch(s) -> {sp.samples:,} samples, "
                      f"{sp.steps:,} steps of {st.global_batch_size}, tokens {tokens}")
+        if sp.unique_images:
+            size = _preset(cfg.preset).image_size
+            nbytes = sp.unique_images * 3 * size * size * 4
+            lines.append(f"  images: {sp.unique_images:,} distinct; train/data.py keeps them all preprocessed in "
+                         f"memory: {_human(nbytes, 1024)}B at {size} px fp32")
         if not st.reuse_checkpoint and 0 < sp.samples < st.global_batch_size:
             lines.append(f"  note: fewer samples than one global batch ({st.global_batch_size}): training would stop here")
         for s in sp.sources:
