@@ -6,7 +6,7 @@ folder with ``AutoProcessor`` and ``LlavaForConditionalGeneration`` from a local
 models disabled, and generates greedily on synthetic image prompts (tests/export/transformersjs_generate.mjs).
 The criterion: on every prompt the processor's input ids equal Python transformers'; the generated
 token ids are identical to PyTorch's on every prompt for fp32 (random model, 6 prompts; the trained
-default, 8 held-out prompts) and on at least 5 of the 8 held-out prompts for q4.
+default, 8 held-out prompts) and for q4 (the trained default, 8 held-out prompts: README 8/8).
 
 The folder must also stay what Python transformers opens: ``AutoProcessor.from_pretrained`` on it
 gives the same input ids and pixel values as on the checkpoint.
@@ -179,13 +179,14 @@ def test_transformersjs_fp32_greedy_equals_pytorch(onnx_folder: Path, tiny_ckpt:
 
 @needs_node
 @needs_trained
-@pytest.mark.parametrize("dtype,min_identical", [("fp32", N_TRAINED), ("q4", 5)])
+@pytest.mark.parametrize("dtype,min_identical", [("fp32", N_TRAINED), ("q4", N_TRAINED)])
 def test_transformersjs_on_the_trained_default(dtype: str, min_identical: int, tmp_path_factory, tmp_path: Path):
-    """The trained default on held-out image prompts: fp32 identical on all, q4 on at least 5 of them.
+    """The trained default on held-out image prompts: fp32 and q4 identical to PyTorch on all 8 (README).
 
-    Why q4 is held to 5 and not to all: 4-bit weights move logits by up to ~0.8 (export/check.py), which
-    flips an argmax where PyTorch's top two were close; and transformers.js 4.3.2 bundles onnxruntime-node
-    1.30, whose 4-bit kernel rounds differently from the Python onnxruntime the project pins."""
+    q4 was held to 5 of 8 before, for fear of near-ties (4-bit weights move logits by up to ~0.8, and
+    transformers.js 4.3.2 bundles onnxruntime-node 1.30, whose 4-bit kernel rounds differently from the
+    Python onnxruntime); measured, it gave PyTorch's tokens on 8/8 (docs/experiments.md section 6), which is
+    what the README states, so that is the bar. On the random model, full of near-ties, q4 is not tested."""
     from export.parity import heldout_prompts
     from runtimes import load_runtime
 
