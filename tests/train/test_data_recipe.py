@@ -274,3 +274,36 @@ def test_catalog_matches_the_configs():
                 entry = annotation(s.path)
                 assert entry is not None and entry.format == s.format, s.path
                 assert (s.image_root == ".") == bool(entry.image_dirs), s.path  # releases' paths are root-relative
+
+
+def test_download_lands_and_extracts_where_the_records_point(tmp_path, monkeypatch):
+    """--download's bookkeeping with the network replaced: hub files keep their sub-folder, archives
+    are extracted where the records' image paths expect them, and a second run does nothing."""
+    import zipfile
+
+    import train.prepare_data as prep
+
+    fetched: list[str] = []
+
+    def fake_hub(f, root):
+        path = root / f.dest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if f.unzip_to:
+            with zipfile.ZipFile(path, "w") as z:
+                z.writestr("images_191task_1k/VQA-E+task_0_0.jpg", b"jpeg")
+        else:
+            path.write_text("[]")
+        fetched.append(f.name)
+        return path
+
+    monkeypatch.setattr(prep, "_download_hub", fake_hub)
+    monkeypatch.setattr(prep, "_download_url", lambda f, root: pytest.fail("no URL item was asked for"))
+    names = ["openchat-sharegpt4", "vision-flan-images", "sam-images"]
+    assert prep.main(["--download", "--data-root", str(tmp_path), "--only", *names]) == 0
+    assert (tmp_path / "openchat/sharegpt_gpt4.json").is_file()
+    assert (tmp_path / "allava_vflan/images/images_191task_1k/VQA-E+task_0_0.jpg").is_file()
+    assert not (tmp_path / "allava_vflan/images/image_191-task_1k.zip").exists()  # archive removed
+    assert fetched == ["openchat-sharegpt4", "vision-flan-images"]  # SAM is a manual step
+    assert prep.main(["--download", "--data-root", str(tmp_path), "--only", *names]) == 0
+    assert fetched == ["openchat-sharegpt4", "vision-flan-images"]
+    assert prep.main(["--download", "--data-root", str(tmp_path), "--only", "nope"]) == 2
