@@ -307,3 +307,12 @@ def test_download_lands_and_extracts_where_the_records_point(tmp_path, monkeypat
     assert prep.main(["--download", "--data-root", str(tmp_path), "--only", *names]) == 0
     assert fetched == ["openchat-sharegpt4", "vision-flan-images"]
     assert prep.main(["--download", "--data-root", str(tmp_path), "--only", "nope"]) == 2
+
+
+def test_prepare_data_runs_as_the_readme_types_it():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "train/prepare_data.py", "--list"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "data root: data/allava-3b" in proc.stdout, proc.stderr[-1500:]
