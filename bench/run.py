@@ -61,7 +61,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bench-data", type=Path, help="official benchmark files, one sub-folder per benchmark name")
     ap.add_argument("--cache-dir", type=Path, default=Path("outputs/bench/cache"), help="prediction cache (SQLite)")
     ap.add_argument("--seed", type=int, default=0, help="subsampling seed")
+    ap.add_argument("--engine", action="append", default=[], metavar="FORMAT.KEY=VALUE",
+                    help="an engine setting for this run over the profile's 'engine' object, repeatable, e.g. "
+                    "gguf.n_ubatch=512 gguf.flash_attn=off (llama.cpp's: runtimes/llamacpp_settings.py); "
+                    "results.json records the values each variant ran with")
     return ap.parse_args(argv)
+
+
+def parse_engine(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """``["gguf.n_ubatch=512"]`` -> ``{"gguf": {"n_ubatch": 512}}`` (values as JSON where they parse:
+    numbers, true/false, null; otherwise strings). A malformed pair raises ValueError naming it."""
+    import json
+
+    out: dict[str, dict[str, object]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        fmt, dot, name = key.partition(".")
+        if not (sep and dot and fmt and name):
+            raise ValueError(f"--engine {pair!r}: expected FORMAT.KEY=VALUE, e.g. gguf.n_ubatch=512")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.setdefault(fmt, {})[name] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     from bench.harness.runner import BenchConfig, execute
 
     a = parse_args(argv)
-    cfg = BenchConfig(device=a.device, model=a.model, checkpoint=a.checkpoint, exports=a.exports,
+    try:
+        engine = parse_engine(a.engine)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cfg = BenchConfig(engine=engine, device=a.device, model=a.model, checkpoint=a.checkpoint, exports=a.exports,
                       random_init=a.random_init, variants=[v.strip() for v in a.variants.split(",")] if a.variants else None,
                       benchmarks=a.benchmarks, limit=a.limit, repeats=a.repeats, warmup=a.warmup,
                       latency_tokens=a.latency_tokens, output_dir=a.output_dir, max_drop=a.max_drop,

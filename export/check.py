@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(exact match) with each variant and PyTorch: the accuracy delta (default 0: off)")
     ap.add_argument("--user-path", type=int, default=0, metavar="N", help="GGUF variants: also run N held-out "
                     "questions through llama-cpp-python's MTMDChatHandler and llama-mtmd-cli (when built: "
-                    "scripts/build_mtmd_cli.sh) at the native size, 128x128 and 160x96, against PyTorch (default 0: off)")
+                    "scripts/build_llama_cpp.sh) at the native size, 128x128 and 160x96, against PyTorch (default 0: off)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes (default: all; use 1 on "
                     "a busy machine: llama.cpp's spinning thread pool stalls when cores are oversubscribed)")
     ap.add_argument("--stock-site", type=Path, default=DEFAULT_STOCK,

@@ -181,11 +181,14 @@ def plan_mmproj(ck: Checkpoint, precision: str) -> tuple[Callable[[gguf.GGUFWrit
         for s in ("weight", "bias"):
             mapping.append((tname(T.V_MMPROJ, idx, s), f"projector.{src}.{s}"))
     plan = []
+    embeddings = {tname(T.V_ENC_EMBD_PATCH), tname(T.V_ENC_EMBD_POS)}
     for name, src in mapping:
         if src not in ck.shapes:
             raise ExportError(f"{ck.path}: missing tensor {src} (needed for {name})")
         shape = ck.shapes[src]
         qt = QT.F32 if name == tname(T.V_ENC_EMBD_CLS, suffix="") else _qtype_for(shape, mm_prec)
+        if qt == QT.Q8_0 and name in embeddings:  # added, not multiplied: kept F16 as llama.cpp's converter does
+            qt = QT.F16
         plan.append(PlannedTensor(name, shape, qt, (lambda s=src: ck.tensor(s))))
     mm2 = ck.shapes["projector.linear_2.weight"]
     if mm2[0] != text_hidden:

@@ -11,7 +11,7 @@ transformers' (the PyTorch runtime's greedy tokens, whose prompt is the chat tem
     with the image as a data URL and the question as a text part, greedy (temperature 0, top-k 1,
     no repeat penalty), the GGUF's own template.
   * llama-mtmd-cli: ``llama-mtmd-cli -m LM --mmproj MMPROJ --image IMG -p QUESTION --temp 0 [--jinja]``
-    built from the same patched llama.cpp source (scripts/build_mtmd_cli.sh); skipped with the
+    built with the same patched llama.cpp libraries (scripts/build_llama_cpp.sh); skipped with the
     reason when absent. With and without ``--jinja`` (see CliPath).
 
 Images at sizes other than the model's: llama.cpp pads and resizes with its own code, PIL/HF with
@@ -49,7 +49,7 @@ class UserPrompt:
 
 
 def cli_path() -> Path | None:
-    """llama-mtmd-cli: $LLAMA_MTMD_CLI, the project's build (scripts/build_llama_cpp.sh --tools), or PATH."""
+    """llama-mtmd-cli: $LLAMA_MTMD_CLI, the project's build (scripts/build_llama_cpp.sh), or PATH."""
     env = os.environ.get("LLAMA_MTMD_CLI")
     if env:
         return Path(env) if Path(env).is_file() else None
@@ -226,7 +226,7 @@ def measure_user_paths(ref: Any, variant: Path, heldout: str | Path, n: int, max
         for path in paths:
             path.close()
     if cli is None:
-        out["paths"]["llama-mtmd-cli --jinja"] = {"absent": "not built (scripts/build_mtmd_cli.sh; needs cmake and a C++ compiler)"}
+        out["paths"]["llama-mtmd-cli --jinja"] = {"absent": "not built (scripts/build_llama_cpp.sh; needs cmake and a C++ compiler)"}
     return out
 
 

@@ -5,8 +5,8 @@
 --export is an export folder made by export/to_gguf.py (its F32, F16 or BF16 variant is the source,
 F32 preferred) or one variant folder. Each type becomes a sibling variant folder
 (e.g. exports/tiny/gguf/Q4_K_M/) with the quantized language model, the vision projector (F16 by
-default: hard-linked from the source; --mmproj q8_0 writes one with export/to_gguf.py) and a
-manifest. The types are the format table's quantize precisions (allava/formats.py). K-quants need
+default: hard-linked from the source; --mmproj q8_0, or a type such as q4_k_m-vq8_0, writes a Q8_0
+one with export/to_gguf.py and shares it between the variants that use it) and a manifest. The types are the format table's quantize precisions (allava/formats.py). K-quants need
 row sizes divisible by 256; llama.cpp falls back to another type per tensor otherwise (it says so
 in its log). Files are written to a temporary name, read back, then renamed.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from allava.cli import exit_code
 from allava.fileio import atomic_path
-from allava.formats import get_format
+from allava.formats import get_format, split_gguf_precision
 from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant, writing_variant
 
 FORMAT = get_format("gguf")
@@ -88,7 +88,9 @@ def _mmproj(src: Path, man: Manifest, vdir: Path, precision: str) -> Path:
 
 
 def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mmproj: str = "f16") -> Path:
-    """Make one quantized variant next to the source variant; returns its folder."""
+    """Make one quantized variant next to the source variant; returns its folder.
+
+    A precision that names the projector's type ("q4_k_m-vq8_0") takes it over ``mmproj``."""
     import llama_cpp as L
 
     from runtimes.llamacpp_runtime import install_logger
@@ -100,6 +102,8 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
         raise QuantizeError(str(exc)) from exc
     if prec not in {p.name for p in FORMAT.made_by("quantize")}:
         raise QuantizeError(f"{prec} is not made by the quantizer; use export/to_gguf.py --outtype {qtype}")
+    lm_type, vision_type = split_gguf_precision(prec)
+    mmproj = vision_type or mmproj
     src = find_source(Path(export))
     man = Manifest.read(src)
     if man.format != FORMAT.name:
@@ -110,11 +114,11 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
     with writing_variant(vdir) as written:
         with atomic_path(lm_out) as tmp:
             params = L.llama_model_quantize_default_params()
-            params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{prec}")
+            params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{lm_type}")
             params.nthread = threads or os.cpu_count() or 1
             rc = L.llama_model_quantize(str(src / man.files["model"]).encode(), str(tmp).encode(), ctypes.byref(params))
             if rc != 0:
-                raise QuantizeError(f"llama_model_quantize({prec}) failed with code {rc}")
+                raise QuantizeError(f"llama_model_quantize({lm_type}) failed with code {rc}")
             arch = _read_arch(tmp)
             if arch != "phi2":
                 raise QuantizeError(f"{tmp}: quantized file has architecture {arch!r}")

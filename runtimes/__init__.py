@@ -10,7 +10,7 @@ folder (GPTQ) has a config.json too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from allava.formats import REFERENCE, get_format
 from allava.variant import MANIFEST, Manifest, is_variant
@@ -35,11 +35,13 @@ def detect_format(path: str | Path) -> str:
     raise FileNotFoundError(f"{p}: not an export variant (no {MANIFEST})")
 
 
-def load_runtime(path: str | Path, threads: int | None = None, fmt: str | None = None) -> Runtime:
+def load_runtime(path: str | Path, threads: int | None = None, fmt: str | None = None,
+                 settings: dict[str, Any] | None = None) -> Runtime:
     """Open any variant with the runtime its manifest (or ``fmt``) names; refuses a format this host
-    cannot run with the table's reason ("not runnable here: needs ...")."""
+    cannot run with the table's reason ("not runnable here: needs ..."). ``settings``: the engine's
+    load-time settings (a device profile's ``engine.<format>``), passed as keywords to its ``load``."""
     fmt = fmt or detect_format(path)
     reason = get_format(fmt).not_runnable_reason()
     if reason:
         raise RuntimeError(f"{path}: {fmt} is {reason}")
-    return runtime_class(fmt)().load(path, threads)
+    return runtime_class(fmt)().load(path, threads, **(settings or {}))

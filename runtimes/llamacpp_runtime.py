@@ -15,6 +15,7 @@ import ctypes
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,7 @@ from PIL import Image
 from allava.variant import Manifest
 from runtimes import native_loop
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
+from runtimes.llamacpp_settings import FLASH_ATTN, LlamaCppSettings
 
 
 class LlamaCppError(RuntimeError):
@@ -69,10 +71,12 @@ class LlamaCppRuntime(Runtime):
 
     @classmethod
     def build_info(cls) -> dict:
-        """Version and patch status of the llama-cpp-python this process imports (the CLS-order fix)."""
+        """Version and patch status of the llama-cpp-python this process imports (the CLS-order fix),
+        and the ggml CPU variant it runs (libggml-cpu-<level>.so) with the kernels compiled into it."""
+        from runtimes.llamacpp_cpu import cpu_backend
         from runtimes.llamacpp_patch import status
 
-        return status()
+        return {**status(), **cpu_backend()}
 
     def perf_counters(self) -> dict[str, float]:
         """llama.cpp's llama_perf_context since the last reset."""
@@ -83,10 +87,15 @@ class LlamaCppRuntime(Runtime):
         self.L.llama_perf_context_reset(self.ctx)
 
     def load(self, variant_path: str | Path, threads: int | None = None, n_ctx: int | None = None,
-             model_file: str | None = None, mmproj_file: str | None = None) -> LlamaCppRuntime:
+             model_file: str | None = None, mmproj_file: str | None = None, **settings: Any) -> LlamaCppRuntime:
+        """Open the variant's GGUF pair; ``settings`` are LlamaCppSettings fields (engine settings from
+        the device profile or the command line; ``self.settings`` holds the values in effect)."""
         import llama_cpp as L
         from llama_cpp import mtmd_cpp as M
 
+        if n_ctx is not None:
+            settings["n_ctx"] = n_ctx
+        cfg = LlamaCppSettings.from_mapping(settings)
         self.L, self.M = L, M
         install_logger()
         t0 = time.perf_counter()
@@ -107,18 +116,22 @@ class LlamaCppRuntime(Runtime):
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = 0
+        mp.use_extra_bufts = cfg.repack
         self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
         if not self.model:
             raise LlamaCppLoadError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
-        self.n_ctx = n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
-        self.n_batch = min(512, self.n_ctx)
+        self.n_ctx = cfg.n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
+        n_ubatch = min(cfg.n_ubatch, self.n_ctx)
+        self.n_batch = min(cfg.n_batch or n_ubatch, self.n_ctx)
         cp = L.llama_context_default_params()
         cp.n_ctx = self.n_ctx
         cp.n_batch = self.n_batch
-        cp.n_ubatch = self.n_batch
+        cp.n_ubatch = min(n_ubatch, self.n_batch)
         cp.n_threads = self.threads
         cp.n_threads_batch = self.threads
+        cp.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
         cp.no_perf = False
+        self.settings = {**cfg.as_dict(), "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": int(cp.n_ubatch)}
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise LlamaCppError(f"{lm_path}: could not create a context: {_last_errors()}")
@@ -130,6 +143,7 @@ class LlamaCppRuntime(Runtime):
         mpar.n_threads = self.threads
         mpar.print_timings = False
         mpar.warmup = False
+        mpar.flash_attn_type = FLASH_ATTN[cfg.clip_flash_attn]
         self.mctx = M.mtmd_init_from_file(str(mm_path).encode(), self.model, mpar)
         if not self.mctx:
             raise LlamaCppLoadError(f"{mm_path}: libmtmd could not load the projector: {_last_errors()}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine: a virtual environment with torch, this project with its
-# extras, llama-cpp-python built from source with our patch (scripts/build_llama_cpp.sh) and
-# llama-mtmd-cli from the same source (scripts/build_mtmd_cli.sh).
+# extras, and one llama.cpp build with our patches and runtime CPU dispatch (scripts/build_llama_cpp.sh)
+# that serves llama-cpp-python and the upstream tools (llama-mtmd-cli, llama-bench, llama-quantize).
 # Re-running is cheap: every step is skipped when already done.
 #
 # Env: PYTHON (default python3), VENV (default .venv), TORCH_SPEC (default torch==2.13.0, the CPU
@@ -29,8 +29,7 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" || "$(cat "$stamp")" != "$EXT
   python -m pip install -q -e ".[$EXTRAS]"
   echo "$EXTRAS" > "$stamp"  # the extras installed: another EXTRAS reinstalls
 fi
+# llama-cpp-python and llama-mtmd-cli/llama-bench from one patched build (~15 min on 2 cores, once)
 PYTHON=python bash scripts/build_llama_cpp.sh
-# upstream llama-mtmd-cli from the same patched source, for the user-path parity check (a few minutes, once)
-bash scripts/build_mtmd_cli.sh || echo "install: llama-mtmd-cli not built; export/check.py --user-path skips it"
 # the llama.cpp runtime's greedy decode loop in C (runtimes/native_loop.py; optional, cached per version)
 python -m runtimes.native_loop || echo "install: no C compiler; the llama.cpp runtime uses its Python decode loop"

@@ -3,7 +3,9 @@
 Why data: adding a device (or a format to a device) is one JSON edit, never a code change. A profile
 says how many threads the device has (capped at the host's cores, since we emulate the device on
 this host), which CPUs to pin to, how much memory the app may use, which variants the device can
-ship (``format:PRECISION`` patterns, ``*`` wildcard) and where the roofline's bandwidth comes from.
+ship (``format:PRECISION`` patterns, ``*`` wildcard), where the roofline's bandwidth comes from, and
+the engines' load-time settings per format (``engine``: e.g. llama.cpp's batch size and flash attention,
+runtimes/llamacpp_settings.py), which results.json records beside the figures they produced.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class DeviceProfile:
     bandwidth: str | float = "measure"
     nominal_bandwidth_gbs: float | None = None
     description: str = ""
+    engine: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> the engine's load settings
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,5 +99,8 @@ def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> DeviceProfile:
     missing = [k for k in ("threads", "memory_budget_gib", "allowed_variants") if k not in data]
     if missing:
         raise ProfileError(f"{path}: missing keys {missing}")
+    engine = data.get("engine", {})
+    if not isinstance(engine, dict) or not all(isinstance(v, dict) for v in engine.values()):
+        raise ProfileError(f"{path}: engine must be an object of objects, e.g. {{\"gguf\": {{\"n_ubatch\": 1024}}}}")
     return DeviceProfile(name=data.get("name", path.stem), **{k: v for k, v in data.items() if k in known},
                          extra={k: v for k, v in data.items() if k not in known and k != "name"})

@@ -204,7 +204,14 @@ def markdown(results: dict[str, Any]) -> str:
     if host.get("cpu_flags"):
         lines.append(f"- CPU features: {', '.join(host['cpu_flags'])}")
     builds = {v["format"]: v["runtime_build"] for v in results["variants"] if v.get("runtime_build")}
+    for fmt, b in builds.items():
+        if b.get("cpu_variant"):  # llama.cpp: the ggml CPU library its dispatcher chose on this host
+            lines.append(f"- {fmt} CPU backend: {b['cpu_variant']} ({Path(b.get('cpu_library') or '').name}; "
+                         f"kernels: {', '.join(b.get('cpu_features') or []) or 'unknown'})")
     lines += [f"- {fmt} runtime build: {json.dumps(b, default=str)[:300]}" for fmt, b in builds.items()]
+    settings = {v["name"]: v["engine_settings"] for v in results["variants"] if v.get("engine_settings")}
+    lines += [f"- {name} engine settings: " + ", ".join(f"{k}={val}" for k, val in s.items())
+              for name, s in settings.items()]
     if results["log"]:
         lines += ["", "## Log", ""] + [f"- {x}" for x in results["log"]]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ a variant that fails is recorded with its reason while the others go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -57,6 +58,7 @@ class BenchConfig:
     max_drop: float | None = None
     judge_model: str | None = None
     judge_base_url: str | None = None
+    engine: dict[str, dict[str, Any]] = field(default_factory=dict)  # --engine overrides of the profile's settings
     world_root: Path = Path("outputs/world")
     bench_data: Path | None = None
     cache_dir: Path = Path("outputs/bench/cache")
@@ -134,11 +136,14 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
     its engine (not runnable on this host), and time nothing."""
     from allava.chat import prompt_text
 
+    settings = {**profile.engine.get(v.format, {}), **cfg.engine.get(v.format, {})}
     try:
         vhash = cache.variant_hash([f for f in v.files if f.is_file()])
     except OSError as exc:
         entry.update(status="failed", reason=f"cannot read files: {exc}")
         return
+    if settings:  # answers may depend on engine settings (e.g. flash attention): cache them apart
+        vhash = hashlib.sha256((vhash + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
     entry["variant_hash"] = vhash
     wanted: dict[str, tuple[Suite, Any, str]] = {}
     for s in suites:
@@ -151,7 +156,7 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
     entry["cache"] = {"hits": len(cached), "generated": len(requests)}
     job = {"format": v.format, "path": str(v.path), "threads": profile.host_threads, "cpus": profile.cpus(),
            "latency": {**probe, "repeats": 0 if stand_in else cfg.repeats, "warmup": 0 if stand_in else cfg.warmup},
-           "requests": requests, "runtime": stand_in}
+           "requests": requests, "runtime": stand_in, "settings": settings}
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
         tdir = Path(tmp)
         (tdir / "job.pkl").write_bytes(pickle.dumps(job))
@@ -190,6 +195,7 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
     if entry["overhead"] is not None:
         entry["overhead"]["decode_loop"] = res.get("decode_loop")
     entry["runtime_build"] = res.get("build_info")
+    entry["engine_settings"] = res.get("engine_settings")
     entry["prediction_errors"] = res.get("prediction_errors", 0)
     if rc == 0 and res.get("ok"):
         entry["status"] = "ok"

@@ -79,7 +79,7 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
             mod, cls = job["runtime"].split(":")
             rt = getattr(importlib.import_module(mod), cls)().load(job["path"], job["threads"])
         else:
-            rt = load_runtime(job["path"], job["threads"], fmt=job["format"])
+            rt = load_runtime(job["path"], job["threads"], fmt=job["format"], settings=job.get("settings"))
         result["load_wall_s"] = time.perf_counter() - t0  # imports included
         result["load_s"] = getattr(rt, "load_s", None) or result["load_wall_s"]
     except Exception as exc:  # noqa: BLE001 - any load failure is a reported variant status
@@ -89,6 +89,7 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
     result["rss_after_load_mb"] = peak_rss_mb()
     result["decode_loop"] = getattr(rt, "decode_loop", None)  # e.g. a compiled or an interpreted decode loop
     result["build_info"] = rt.build_info() if rt.supports("build_info") else None
+    result["engine_settings"] = getattr(rt, "settings", None) or job.get("settings") or None  # the values in effect
     lat = job["latency"]
     try:
         if lat["repeats"] > 0:
