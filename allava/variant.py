@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from allava.fileio import write_json_atomic
+from allava.fileio import disk_full_as, missing_folders, remove_empty, write_json_atomic
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -127,22 +127,25 @@ def path_bytes(path: Path) -> int:
 
 
 @contextmanager
-def writing_variant(variant_dir: str | Path) -> Iterator[list[Path]]:
+def writing_variant(variant_dir: str | Path, needed: int | None = None) -> Iterator[list[Path]]:
     """All or nothing for a variant folder: yields a list the writer appends each finished file to;
-    on any error those files are removed again, and the folder too when this call created it.
+    on any error those files are removed again, and so are the folder and any of its parents that
+    this call found missing (when empty): a failed first export leaves no empty --outdir behind.
 
-    Every exporter and quantizer needs this (a crash must not leave a half-made variant that
-    discovery would take for a real one); each file itself is written with fileio.atomic_path."""
+    Every exporter and quantizer needs this (a crash or a full disk must not leave a half-made variant
+    that discovery would take for a real one); each file itself is written with fileio.atomic_path.
+    ``needed`` (the writer's estimate of the variant's bytes) goes into the message of a full disk,
+    which then names the variant folder."""
     vdir = Path(variant_dir)
-    created = not vdir.exists()
+    created = missing_folders(vdir)
     written: list[Path] = []
     try:
-        yield written
+        with disk_full_as(vdir, needed):
+            yield written
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
-        if created and vdir.exists() and not any(vdir.iterdir()):
-            vdir.rmdir()
+        remove_empty(created)
         raise
 
 

@@ -342,6 +342,12 @@ def validate(path: Path, arch: str, required: list[str], plan: list[PlannedTenso
     return {"tensors": len(tensors), "bytes": size}
 
 
+def planned_bytes(plan: list[PlannedTensor]) -> int:
+    """The tensor bytes a plan writes (with GGUF's 32-byte alignment), not counting the header: a
+    slight underestimate of the file, so a check of free space against it never refuses a file that fits."""
+    return sum((_nbytes_and_store_shape(p.shape, p.qtype)[2] + 31) & ~31 for p in plan)
+
+
 def write_gguf_pair(ck: Checkpoint, lm_path: Path, mmproj_path: Path, precision: str,
                     mmproj_precision: str | None = None) -> dict[str, Any]:
     """Write and validate both files (to the given temp paths). Returns per-file info."""

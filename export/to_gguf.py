@@ -17,14 +17,16 @@ from pathlib import Path
 
 from allava.checkpoint import CheckpointError, open_checkpoint
 from allava.cli import exit_code
-from allava.fileio import atomic_path
+from allava.fileio import atomic_path, ensure_space
 from allava.variant import Manifest, human_size, writing_variant
 from export.errors import ExportError
 from export.gguf_writer import (
     MMPROJ_OUTTYPES,
     OUTTYPES,
     REQUIRED_MMPROJ_KEYS,
+    plan_lm,
     plan_mmproj,
+    planned_bytes,
     validate,
     write_file,
     write_gguf_pair,
@@ -46,7 +48,9 @@ def export_gguf(checkpoint: str | Path, outdir: str | Path, outtype: str = "f16"
     vdir = Path(outdir) / precision
     lm_final = vdir / f"{name}-{precision}.gguf"
     mm_final = vdir / f"mmproj-{name}-{mm_precision}.gguf"
-    with writing_variant(vdir) as written:
+    needed = planned_bytes(plan_lm(ck, precision)[1]) + planned_bytes(plan_mmproj(ck, mm_precision)[1])
+    with writing_variant(vdir, needed) as written:
+        ensure_space(vdir, needed)  # the plan is exact: refuse before writing, not after 1 GB
         with atomic_path(lm_final) as lm_tmp, atomic_path(mm_final) as mm_tmp:
             info = write_gguf_pair(ck, lm_tmp, mm_tmp, precision, mm_precision)
             # both validated: rename LM now, mmproj on leaving the outer context
@@ -71,8 +75,8 @@ def export_mmproj(checkpoint: str | Path, out_file: str | Path, outtype: str = "
     if outtype not in MMPROJ_OUTTYPES:
         raise ExportError(f"unsupported mmproj type {outtype!r}; choose from {', '.join(MMPROJ_OUTTYPES)}")
     ck = open_checkpoint(checkpoint)
-    with atomic_path(out_file) as tmp:
-        kv, plan = plan_mmproj(ck, MMPROJ_OUTTYPES[outtype])
+    kv, plan = plan_mmproj(ck, MMPROJ_OUTTYPES[outtype])
+    with atomic_path(out_file, planned_bytes(plan)) as tmp:
         write_file(tmp, "clip", kv, plan, "mmproj")
         validate(tmp, "clip", REQUIRED_MMPROJ_KEYS, plan)
     Path(out_file).chmod(0o644)
