@@ -214,3 +214,26 @@ def cache_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "allava-edge"
+
+
+@contextmanager
+def staging_folder(outdir: str | os.PathLike[str], needed: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside ``outdir`` for a writer that builds a whole folder and moves it in at
+    the end (export/staging.py). It is removed whatever happens; on an error, so are the parents of
+    ``outdir`` this call created, and a full disk leaves as DiskFullError naming ``outdir`` with the
+    writer's estimate ``needed`` (or, without one, what the staging folder held when the disk filled)."""
+    out = Path(outdir)
+    created = missing_folders(out.parent)
+    stage: Path | None = None
+    try:
+        with disk_full_as(out, needed):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+            with disk_full_as(out, partial=stage):
+                try:
+                    yield stage
+                finally:
+                    shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        remove_empty(created)
+        raise

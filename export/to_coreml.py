@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from allava.checkpoint import CheckpointError, open_checkpoint
 from allava.cli import exit_code
 from allava.coreml_layout import DEFAULT_MAX_CONTEXT, EMBED_PACKAGE, FORMAT, VISION_PACKAGE
+from allava.fileio import staging_folder
 from allava.formats import get_format
 from allava.variant import Manifest, ManifestError, human_size, is_variant
 from export.errors import ExportError
@@ -149,9 +150,9 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
     src_man = _source_variant(Path(source_variant), source, max_context) if source_variant else None
     verify = (4 if lm_params <= VERIFY_MAX_PARAMS else 0) if verify is None else verify
     meta = {"source_sha256": source["sha256"], "max_context": str(max_context), "toolkit": "allava-edge"}
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
-    try:
+    numel = sum(int(math.prod(s)) for s in ck.shapes.values())
+    needed = int(numel * get_format(FORMAT).precision(prec).bits_per_weight / 8)  # a full disk's "needed ~"
+    with staging_folder(outdir, needed) as stage:
         _write_model_folder(ck.path, stage)
         model = None
         if src_man is not None:
@@ -191,8 +192,6 @@ def export_coreml(checkpoint: str | Path, outdir: str | Path, precision: str = "
                 p.chmod(0o644)
         stage.chmod(0o755)
         move_into_place(stage, outdir, replace)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     from allava.memory import peak_rss_mb
 
     log(f"peak RSS {peak_rss_mb() / 1024:.2f} GiB")

@@ -24,12 +24,12 @@ import gc
 import json
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from allava.checkpoint import CheckpointError, open_checkpoint
 from allava.cli import exit_code
+from allava.fileio import DiskFullError, missing_folders, remove_empty, staging_folder
 from allava.formats import get_format
 from allava.onnx_layout import (
     EXTERNAL_DATA_BYTES,
@@ -126,9 +126,10 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
     outdir = Path(outdir)
     source = {"checkpoint": str(ck.path.resolve()), "sha256": ck.fingerprint()}
     state = check_outdir(outdir, source["sha256"])
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
-    try:
+    created = missing_folders(outdir.parent)
+    numel = sum(_numel(s) for s in ck.shapes.values())
+    needed = (0 if state == "same" else 4 * numel) + (2 * numel if "FP16" in precisions else 0)  # ~ the weights
+    with staging_folder(outdir, needed) as stage:
         lm_params = sum(_numel(s) for n, s in ck.shapes.items() if n.startswith(("text.", "lm_head.")))
         external = {g: g == "decoder_model_merged" and 4 * lm_params > EXTERNAL_DATA_BYTES for g in GRAPHS}
         write_model_folder(ck.path, ck.config, stage, external)
@@ -152,12 +153,16 @@ def export_onnx(checkpoint: str | Path, outdir: str | Path, dtypes: list[str]) -
                 convert_fp16(fp32_dir / graph_file(graph, "FP32"), dst)
                 validate_graph(dst)
         move_into_place(stage, outdir, replace=state == "other")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     made = ["FP32"] + [p for p in precisions if p != "FP32"]
     out = []
     for prec in made:
-        man = describe_variant(outdir, prec, source, "export/to_onnx.py")
+        try:
+            man = describe_variant(outdir, prec, source, "export/to_onnx.py")
+        except DiskFullError:
+            if state == "new":  # graphs without their manifests are not an export: nothing of this run stays
+                shutil.rmtree(outdir, ignore_errors=True)
+                remove_empty(created)
+            raise
         out.append(variant_dir(outdir, prec))
         print(f"  {prec:<6} {human_size(man.total_bytes):>12}  -> {outdir / 'onnx'} ({', '.join(Path(f).name for f in man.files.values())})")
     print(f"wrote {outdir} in {time.time() - t0:.1f} s")
