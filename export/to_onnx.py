@@ -86,6 +86,7 @@ def write_model_folder(ck_path: Path, config: dict, dest: Path, external: dict[s
     for name in MODEL_FOLDER_FILES:
         if (ck_path / name).is_file():
             shutil.copyfile(ck_path / name, dest / name)
+    _embed_chat_template(ck_path, dest)
     cfg = dict(config)
     cfg["image_token_index"] = config.get("image_token_index", config.get("image_token_id"))
     cfg["transformers.js_config"] = {"use_external_data_format": {f"{g}.onnx": True for g, ext in external.items() if ext}}
@@ -106,6 +107,26 @@ def write_model_folder(ck_path: Path, config: dict, dest: Path, external: dict[s
     image = proc.get("image_processor")
     if image:  # older readers (and transformers.js) look for the image processor in its own file
         (dest / "preprocessor_config.json").write_text(json.dumps({**image, "processor_class": "LlavaProcessor"}, indent=2) + "\n")
+
+
+def _embed_chat_template(ck_path: Path, dest: Path) -> None:
+    """Copy the chat template into the folder's tokenizer_config.json as well as chat_template.jinja.
+
+    Why both: transformers (>= 4.43) reads chat_template.jinja, but transformers.js 4.3.2 reads a
+    LLaVA model's template only from tokenizer_config.json's ``chat_template`` (its LlavaProcessor
+    does not open chat_template.jinja), so without this ``processor.apply_chat_template(messages)``
+    throws "tokenizer.chat_template is not set". Same text in both places, so every reader renders
+    the same prompt (tests/export/test_onnx_transformersjs.py compares the ids)."""
+    tok_cfg = dest / "tokenizer_config.json"
+    if not tok_cfg.is_file():
+        return
+    cfg = json.loads(tok_cfg.read_text(encoding="utf-8"))
+    jinja = ck_path / "chat_template.jinja"
+    template = jinja.read_text(encoding="utf-8") if jinja.is_file() else cfg.get("chat_template")
+    if not template:
+        return
+    cfg["chat_template"] = template
+    tok_cfg.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def convert_fp16(src: Path, dst: Path) -> None:
