@@ -93,6 +93,13 @@ class TrainConfig:
     # run the frozen vision tower once per image and stage instead of every step (train/features.py);
     # single process only (DDP / DeepSpeed runs take pixels). Memory: n_images x tokens x width floats
     cache_vision_features: bool = False
+    # a stage's images are preprocessed once and kept in memory while they fit this many MiB
+    # (3 x size x size fp32 each; the built-in world's take ~0.5 GiB); past it they are read from
+    # their files per step (train/images.py): ALLaVA-3B's ~1.4M images would need ~1 TB
+    image_cache_mib: float = 2048.0
+    # DataLoader processes that read and preprocess streamed images ahead of the step; None: 0 on
+    # CPU (the cores train), 4 per process on CUDA. Unused while a stage's images are cached
+    num_workers: int | None = None
     vision_pretrain: VisionPretrainConfig | None = None
     stages: list[StageConfig] = field(default_factory=list)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -121,6 +128,16 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
+def check_loader(cfg: TrainConfig, where: str) -> None:
+    """One line naming the key when the image loader's settings cannot work."""
+    if isinstance(cfg.image_cache_mib, bool) or not isinstance(cfg.image_cache_mib, (int, float)) \
+            or cfg.image_cache_mib < 0:
+        raise ValueError(f"{where}: image_cache_mib: expected a number of MiB >= 0, got {cfg.image_cache_mib!r}")
+    if cfg.num_workers is not None and (isinstance(cfg.num_workers, bool) or not isinstance(cfg.num_workers, int)
+                                        or cfg.num_workers < 0):
+        raise ValueError(f"{where}: num_workers: expected an integer >= 0 (or null), got {cfg.num_workers!r}")
+
+
 def load_config(path: str | Path | None = None, preset: str | None = None) -> TrainConfig:
     """Load a YAML config; without a path, the shipped config named after the preset."""
     if path is None:
@@ -134,6 +151,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None) -> Tr
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: malformed YAML: {exc}") from None
     cfg = _build(TrainConfig, data, str(path))
+    check_loader(cfg, str(path))
     if preset is not None:
         cfg.preset = preset
     return cfg

@@ -1,9 +1,11 @@
 """Training data: ALLaVA-4V files -> token ids, label masks and pixel tensors.
 
 Every record is tokenised once up front (segment by segment, so only assistant replies carry
-labels) and every image is preprocessed once by the checkpoint's own HF image processor, so the
-training loop only gathers and pads. Problems are reported with the file and record id; with
-``skip_bad`` they are counted and skipped instead.
+labels). Images go through the checkpoint's own HF image processor: once up front into an
+in-memory tensor when the stage's images fit ``image_cache_mib`` (the built-in default), else per
+step from their files (train/images.py: the full ALLaVA-3B mix would need ~1 TB). Problems are
+reported with the file and record id; with ``skip_bad`` or ``max_bad_fraction`` they are counted
+per source instead, including images that turn out missing or broken when a step reads them.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from allava.chat import render_segments
 from allava.schema import IMAGE_MARKER, DataError, Record
-from train.sources import SourceReport, read_source
+from train import images as images_mod
+from train.sources import SourceRead, SourceReport, read_source
 
 IGNORE_INDEX = -100
+DEFAULT_IMAGE_CACHE_MIB = 2048.0  # the built-in world's ~5,000 images take ~0.5 GiB
 
 
 @dataclass
@@ -40,19 +44,48 @@ class Source:
 class Example:
     input_ids: list[int]
     labels: list[int]
-    image: int | None  # index into the stage's pixel tensor, None for text-only
+    image: int | None  # the stage's image row (pixel tensor row or streamed path), None for text-only
+    source: int = 0  # index of its source in StageData.reports
+    rid: str = ""  # the record id, for messages about an image read later
 
 
 @dataclass
 class StageData:
     examples: list[Example]
-    pixel_values: torch.Tensor | None
+    pixel_values: torch.Tensor | None  # every image preprocessed (cache mode), else None
     stats: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     reports: list[SourceReport] = field(default_factory=list)  # per source: records read, bad ones by kind
     # the frozen tower's features per image (train/features.py); when set, batches carry these
     # instead of pixels
     image_features: torch.Tensor | None = None
+    images: images_mod.StreamedImages | None = None  # streaming mode: rows read per step
+    limits: list[float | None] = field(default_factory=list)  # per source: max_bad_fraction
+    skip_bad: bool = False
+    read_failures: dict[int, str] = field(default_factory=dict)  # example -> its message, counted once
+
+    def count_read_failure(self, example: int, problem: str) -> None:
+        """Count an image found missing or broken when a step read it, as the build counts one.
+
+        Counted once per record (as at build time, however often it is drawn), for its source, as
+        a missing image. Then, as at build time: no threshold (and no ``skip_bad``) raises this
+        record's DataError; a source's ``max_bad_fraction`` raises once its bad share passes it.
+        """
+        if example in self.read_failures:
+            return
+        e = self.examples[example]
+        report = self.reports[e.source]
+        err = DataError(report.path, e.rid, problem)
+        self.read_failures[example] = problem
+        report.add("missing_image", str(err))
+        self.skipped.append(str(err))
+        self.stats["skipped"] = self.stats.get("skipped", 0) + 1
+        limit = self.limits[e.source] if e.source < len(self.limits) else None
+        if self.skip_bad:
+            return
+        if limit is None:
+            raise err
+        report.check(limit)
 
 
 def encode_record(
@@ -77,13 +110,47 @@ def encode_record(
 
 
 def load_image(path: Path, source: str, rid: str) -> Image.Image:
+    """Decode one image; a DataError naming the file and record when it is missing or broken."""
+    try:
+        return images_mod.load_image(path)
+    except ValueError as exc:
+        raise DataError(source, rid, str(exc)) from None
+
+
+def check_image(path: Path, source: str, rid: str) -> None:
+    """Streaming mode's build-time check: the file exists (stat only; decoding waits for the step)."""
     if not path.is_file():
         raise DataError(source, rid, f"image file not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(source, rid, f"cannot decode image {path}: {exc}") from None
+
+
+@dataclass
+class _Drawn:
+    """One source read and its draw order, before anything is tokenised or loaded."""
+
+    src: Source
+    read: SourceRead
+    order: list[int]
+    root: Path
+
+
+def _draw(sources: Sequence[Source], rng: random.Random, collect_all: bool) -> list[_Drawn]:
+    drawn = []
+    for src in sources:
+        path = Path(src.path)
+        read = read_source(path, src.format, collect=collect_all or src.max_bad_fraction is not None)
+        n = len(read.records)
+        n_draw = round(n * src.ratio)
+        order = [i % n for i in range(n_draw)] if n else []
+        if src.ratio < 1:
+            order = sorted(rng.sample(range(n), n_draw))
+        drawn.append(_Drawn(src, read, order, Path(src.image_root) if src.image_root else path.parent))
+    return drawn
+
+
+def _distinct_images(drawn: Sequence[_Drawn]) -> int:
+    """Distinct image paths the drawn records name (unresolved: an upper bound, no syscalls)."""
+    return len({d.root / d.read.records[i].image for d in drawn for i in set(d.order)
+                if d.read.records[i].image is not None})
 
 
 def build_stage_data(
@@ -96,32 +163,33 @@ def build_stage_data(
     seed: int,
     skip_bad: bool = False,
     progress: bool = True,
+    image_cache_mib: float = DEFAULT_IMAGE_CACHE_MIB,
 ) -> StageData:
-    """Load, validate, tokenise and preprocess every source of a stage, applying sampling ratios.
+    """Load, validate and tokenise every source of a stage, applying sampling ratios.
 
     Bad records stop the run at the first one by default; with ``skip_bad`` they are skipped; with a
     source's ``max_bad_fraction`` they are all counted first and the run stops only past that share.
+    When the stage's distinct images fit ``image_cache_mib`` preprocessed, they are decoded and
+    preprocessed here, once (``pixel_values``); past it only their paths are kept (``images``,
+    train/images.py) and a missing file is found here by a stat, an undecodable one when a step
+    reads it (:meth:`StageData.count_read_failure`).
     """
     rng = random.Random(seed)
+    drawn = _draw(sources, rng, skip_bad)
+    cache = images_mod.fits_cache(_distinct_images(drawn), images_mod.pixel_bytes(image_processor), image_cache_mib)
     examples: list[Example] = []
     image_index: dict[Path, int] = {}
     images: list[Image.Image] = []
+    paths: list[Path] = []
     skipped: list[str] = []
     reports: list[SourceReport] = []
     truncated = 0
-    for src in sources:
-        path = Path(src.path)
+    for k, d in enumerate(drawn):
+        src, path, records, report = d.src, Path(d.src.path), d.read.records, d.read.report
         collect = skip_bad or src.max_bad_fraction is not None
-        read = read_source(path, src.format, collect=collect)
-        records, report = read.records, read.report
-        skipped += read.malformed
-        n_draw = round(len(records) * src.ratio)
-        order = [i % len(records) for i in range(n_draw)] if records else []
-        if src.ratio < 1:
-            order = sorted(rng.sample(range(len(records)), n_draw))
-        root = Path(src.image_root) if src.image_root else path.parent
+        skipped += d.read.malformed
         failed: set[int] = set()  # records counted bad once, however often a ratio > 1 draws them
-        for i in tqdm(order, desc=f"data: {path.name}", disable=not progress, unit="rec", leave=False):
+        for i in tqdm(d.order, desc=f"data: {path.name}", disable=not progress, unit="rec", leave=False):
             rec = records[i]
             if i in failed:
                 continue
@@ -129,10 +197,14 @@ def build_stage_data(
             try:
                 img_idx = None
                 if rec.image is not None:
-                    img_path = (root / rec.image).resolve()
+                    img_path = (d.root / rec.image).resolve()
                     if img_path not in image_index:
-                        images.append(load_image(img_path, str(path), rec.id))
-                        image_index[img_path] = len(images) - 1
+                        if cache:
+                            images.append(load_image(img_path, str(path), rec.id))
+                        else:
+                            check_image(img_path, str(path), rec.id)
+                        paths.append(img_path)
+                        image_index[img_path] = len(paths) - 1
                     img_idx = image_index[img_path]
                 kind = "too_long"
                 ids, labels, cut = encode_record(rec, tokenizer, image_token_id, num_image_tokens, max_length)
@@ -148,13 +220,15 @@ def build_stage_data(
                 skipped.append(str(exc))
                 continue
             truncated += int(cut)
-            examples.append(Example(ids, labels, img_idx))
+            examples.append(Example(ids, labels, img_idx, k, rec.id))
         if not skip_bad:
             report.check(src.max_bad_fraction)
         reports.append(report)
     pixel_values = preprocess_images(images, image_processor, progress) if images else None
-    stats = {"examples": len(examples), "images": len(images), "truncated": truncated, "skipped": len(skipped)}
-    return StageData(examples, pixel_values, stats, skipped, reports)
+    streamed = None if cache or not paths else images_mod.StreamedImages(paths, image_processor)
+    stats = {"examples": len(examples), "images": len(paths), "truncated": truncated, "skipped": len(skipped)}
+    return StageData(examples, pixel_values, stats, skipped, reports, images=streamed,
+                     limits=[s.max_bad_fraction for s in sources], skip_bad=skip_bad)
 
 
 def preprocess_images(images: list[Image.Image], image_processor, progress: bool = True, batch: int = 256) -> torch.Tensor:
@@ -167,12 +241,14 @@ def preprocess_images(images: list[Image.Image], image_processor, progress: bool
 
 
 def collate(
-    examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_id: int, image_key: str = "pixel_values"
+    examples: Sequence[Example], pixel_values: torch.Tensor | None, pad_id: int, image_key: str = "pixel_values",
+    pos: dict[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Right-pad a micro batch; text-only examples simply contribute no image rows.
 
     ``pixel_values`` holds one row per image: pixels, or cached features with ``image_key``
-    ``"image_features"``.
+    ``"image_features"``. With ``pos`` it holds only a step's streamed images, image row ``r``
+    at ``pos[r]``.
     """
     width = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -185,6 +261,8 @@ def collate(
         mask[row, :n] = 1
     batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
     image_rows = [e.image for e in examples if e.image is not None]
+    if pos is not None:
+        image_rows = [pos[r] for r in image_rows]
     if image_rows:
         assert pixel_values is not None
         batch[image_key] = pixel_values[image_rows]

@@ -31,6 +31,7 @@ from allava.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from train.config import TrainConfig, to_dict
 from train.data import Source, build_stage_data
 from train.features import vision_features
+from train.images import resolve_workers
 from train.plots import plot_loss
 from train.trainer import DistInfo, StageRunner, autocast_dtype, resolve_precision, setup_distributed
 from train.vision_pretrain import pretrain_vision_tower
@@ -204,8 +205,13 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
         ]
         data = build_stage_data(
             sources, tokenizer, processor.image_processor, image_token_id, n_image_tokens, stage.max_length,
-            seed=cfg.seed + k, skip_bad=cfg.skip_bad, progress=info.is_main,
+            seed=cfg.seed + k, skip_bad=cfg.skip_bad, progress=info.is_main, image_cache_mib=cfg.image_cache_mib,
         )
+        workers = resolve_workers(cfg.num_workers, device.type)
+        if data.images is not None:
+            log(f"stage {stage.name}: {len(data.images):,} images above image_cache_mib {cfg.image_cache_mib:g}: "
+                f"read per step with {workers} DataLoader worker(s)"
+                + ("; cache_vision_features off (it needs the cache)" if cfg.cache_vision_features else ""), info)
         if cfg.cache_vision_features and data.pixel_values is not None:
             if info.world_size > 1 or cfg.deepspeed:
                 log("cache_vision_features: off for DDP / DeepSpeed runs (they take pixels)", info)
@@ -222,7 +228,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
             log(f"  skipped: {msg}", info)
         runner = StageRunner(
             model, stage, data, ckpt_root, out / "metrics.jsonl", info, cfg.precision, cfg.seed + k,
-            cfg.save_every, cfg.keep_checkpoints, tokenizer.pad_token_id, cfg.deepspeed,
+            cfg.save_every, cfg.keep_checkpoints, tokenizer.pad_token_id, cfg.deepspeed, num_workers=workers,
         )
         if resume and runner.try_resume():
             log(f"stage {stage.name}: resumed at step {runner.step}/{runner.total_steps}", info)
@@ -234,6 +240,11 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
             log(f"stage {stage.name}: stopped at step {runner.step} (checkpoint saved)", info)
             return None
         log(f"stage {stage.name}: {runner.total_steps} steps in {time.time() - t0:.0f}s", info)
+        if data.read_failures:
+            for rep in data.reports:
+                if rep.bad:
+                    log(f"  {rep.path}: {rep.bad} of {rep.records} records bad ({rep.summary()}), "
+                        "images read during the stage included", info)
         if info.is_main:
             done_marker.parent.mkdir(parents=True, exist_ok=True)
             tmp = done_marker.with_suffix(".tmp")

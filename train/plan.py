@@ -23,6 +23,7 @@ from pathlib import Path
 from allava.schema import DataError, Record
 from train.config import StageConfig, TrainConfig
 from train.data_catalog import annotation
+from train.images import fits_cache, resolve_workers, steps_in_flight
 from train.sources import SourceReport, read_source
 
 CHARS_PER_TOKEN = 4
@@ -194,10 +195,7 @@ def format_plan(cfg: TrainConfig, plans: list[StagePlan], config: str, declared:
         lines.append(f"  per epoch {sp.per_epoch:,} samples; {st.epochs:g} epoch(s) -> {sp.samples:,} samples, "
                      f"{sp.steps:,} steps of {st.global_batch_size}, tokens {tokens}")
         if sp.unique_images:
-            size = _preset(cfg.preset).image_size
-            nbytes = sp.unique_images * 3 * size * size * 4
-            lines.append(f"  images: {sp.unique_images:,} distinct; train/data.py keeps them all preprocessed in "
-                         f"memory: {_human(nbytes, 1024)}B at {size} px fp32")
+            lines.append(_image_memory_line(cfg, sp))
         if not st.reuse_checkpoint and 0 < sp.samples < st.global_batch_size:
             lines.append(f"  note: fewer samples than one global batch ({st.global_batch_size}): training would stop here")
         for s in sp.sources:
@@ -210,6 +208,25 @@ def format_plan(cfg: TrainConfig, plans: list[StagePlan], config: str, declared:
     lines.append(f"trained in this run: {', '.join(sp.stage.name for sp in trained) or 'nothing'}: "
                  f"{total:,} samples, {steps:,} optimizer steps")
     return "\n".join(lines)
+
+
+def _image_memory_line(cfg: TrainConfig, sp: StagePlan) -> str:
+    """What train/data.py's loader will hold: the whole preprocessed cache, or the steps in flight."""
+    size = _preset(cfg.preset).image_size
+    per_image = 3 * size * size * 4
+    total = sp.unique_images * per_image
+    head = (f"  images: {sp.unique_images:,} distinct, {_human(total, 1024)}B preprocessed at {size} px fp32: ")
+    if fits_cache(sp.unique_images, per_image, cfg.image_cache_mib):
+        return head + (f"within image_cache_mib {cfg.image_cache_mib:g}, so the loader preprocesses them once and "
+                       "keeps them in memory")
+    if cfg.num_workers is None:
+        workers, why = resolve_workers(None, "cuda"), "unset: 4 per process on CUDA, 0 on CPU"
+    else:
+        workers, why = cfg.num_workers, "from the config"
+    steps, batch = steps_in_flight(workers), sp.stage.global_batch_size
+    return head + (f"above image_cache_mib {cfg.image_cache_mib:g}, so the loader reads them per step: at most "
+                   f"{steps} step(s) x {batch} images = {_human(steps * batch * per_image, 1024)}B per process "
+                   f"(num_workers {workers}, {why}; a torchrun rank holds 1/world_size of it)")
 
 
 def check_plan(plans: list[StagePlan], skip_bad: bool = False) -> None:

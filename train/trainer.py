@@ -22,9 +22,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from allava.schema import DataError
 from train.config import StageConfig
 from train.data import IGNORE_INDEX, StageData, collate, epoch_order
 from train.features import encoder_outputs_from_features
+from train.images import ImageBatch, stream_steps
 
 
 @dataclass
@@ -126,8 +128,10 @@ class StageRunner:
         pad_id: int,
         deepspeed_config: str | None = None,
         progress: bool = True,
+        num_workers: int = 0,
     ) -> None:
         self.model = model
+        self.num_workers = num_workers
         self.stage = stage
         self.data = data
         self.dir = ckpt_root / stage.name
@@ -204,6 +208,8 @@ class StageRunner:
             "total_steps": self.total_steps,
             "samples_seen": self.step * self.stage.global_batch_size,
             "python_rng": repr(rng["python"]),
+            # streamed images found bad so far: counted again on resume (those steps are not re-read)
+            "image_read_failures": {str(i): m for i, m in self.data.read_failures.items()},
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
         shutil.rmtree(target, ignore_errors=True)
@@ -238,6 +244,8 @@ class StageRunner:
         if rng["cuda"]:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
+        for i, problem in state.get("image_read_failures", {}).items():
+            self.data.count_read_failure(int(i), problem)
         self._truncate_metrics()
         return True
 
@@ -262,7 +270,8 @@ class StageRunner:
         dist.all_reduce(t)
         return float(t.item())
 
-    def _micro_batches(self, step: int) -> list[dict[str, torch.Tensor]]:
+    def _groups(self, step: int) -> list[list[int]]:
+        """This rank's examples of a step, cut into micro-batches (example indices)."""
         g = self.stage.global_batch_size
         ids = self.order[step * g : (step + 1) * g]
         per_rank = g // self.dist.world_size
@@ -281,11 +290,48 @@ class StageRunner:
                 groups[-1].append(i)
             else:
                 groups.append([i])
-        if self.data.image_features is not None:
-            rows, key = self.data.image_features, "image_features"
-        else:
-            rows, key = self.data.pixel_values, "pixel_values"
-        return [collate([self.data.examples[i] for i in g], rows, self.pad_id, key) for g in groups]
+        return groups
+
+    def _step_rows(self, step: int) -> list[int]:
+        """The distinct image rows a step needs on this rank, in first-use order."""
+        rows = (self.data.examples[i].image for grp in self._groups(step) for i in grp)
+        return list(dict.fromkeys(r for r in rows if r is not None))
+
+    def _image_stream(self):
+        """Streaming mode: an iterator of each step's images from ``self.step`` on; None when cached."""
+        if self.data.images is None:
+            return None
+        steps = (self._step_rows(s) for s in range(self.step, self.total_steps))
+        return stream_steps(self.data.images, steps, self.num_workers)
+
+    def _count_read_failures(self, failures: list[tuple[int, str]]) -> None:
+        """Count the step's unreadable images; every rank stops together when one rank must stop."""
+        err: DataError | None = None
+        try:
+            for i, problem in failures:
+                self.data.count_read_failure(i, problem)
+        except DataError as exc:
+            err = exc
+        if self.dist.world_size > 1 and self._all_sum(float(err is not None)) > 0 and err is None:
+            err = DataError(f"rank {self.dist.rank}", None, "another rank stopped on a bad image (its message above)")
+        if err is not None:
+            raise err
+
+    def _micro_batches(self, step: int, images: ImageBatch | None = None) -> list[dict[str, torch.Tensor]]:
+        groups = self._groups(step)
+        if images is None:  # cache mode: every image (or its features) is a row of one tensor
+            if self.data.image_features is not None:
+                rows, key = self.data.image_features, "image_features"
+            else:
+                rows, key = self.data.pixel_values, "pixel_values"
+            return [collate([self.data.examples[i] for i in g], rows, self.pad_id, key) for g in groups]
+        examples = self.data.examples
+        failures = [(i, images.bad[examples[i].image]) for g in groups for i in g if examples[i].image in images.bad]
+        self._count_read_failures(failures)
+        bad = {i for i, _ in failures}
+        kept = [[i for i in g if i not in bad] for g in groups]
+        return [collate([examples[i] for i in g], images.pixels, self.pad_id, "pixel_values", images.pos)
+                for g in kept if g]
 
     def _embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.engine is not None or self.ddp is not None:
@@ -304,10 +350,17 @@ class StageRunner:
         )
         tokens_window, t_window = 0, time.time()
         metrics = self.metrics_path.open("a") if self.dist.is_main else None
+        stream = self._image_stream()
         while self.step < self.total_steps:
             if stop_after is not None and self.step >= stop_after:
                 break
-            batches = self._micro_batches(self.step)
+            try:
+                batches = self._micro_batches(self.step, next(stream) if stream is not None else None)
+            except DataError:  # a streamed image stopped the run: its one-line error on a line of its own
+                bar.close()
+                if metrics is not None:
+                    metrics.close()
+                raise
             loss_sum, n_tokens = 0.0, 0
             # label tokens the model's shifted loss averages over, per micro-batch
             n_labels = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
