@@ -40,16 +40,20 @@ class DiskFullError(OSError):
     written when the disk filled); the free space is measured when the message is made, i.e. after the
     partial output was removed, so it says what the user has to work with."""
 
-    def __init__(self, path: str | os.PathLike[str], needed: int | None = None, at_least: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], needed: int | None = None, at_least: bool = False,
+                 message: str | None = None) -> None:
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         self.path = Path(path)
         self.needed = needed
         self.at_least = at_least
+        self.message = message  # the line a child process (a stage run as a subprocess) already printed
 
     def __reduce__(self) -> tuple[Any, ...]:  # OSError pickles its errno args; a worker process re-raises ours
-        return (DiskFullError, (str(self.path), self.needed, self.at_least))
+        return (DiskFullError, (str(self.path), self.needed, self.at_least, self.message))
 
     def __str__(self) -> str:
+        if self.message:
+            return self.message
         free = free_bytes(self.path)
         need = ("needed an unknown amount" if self.needed is None
                 else f"needed {'>' if self.at_least else '~'}{_mib(self.needed)} MiB")
@@ -80,6 +84,13 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         cur = cur.__cause__ or cur.__context__
 
 
+def disk_nearly_full(path: str | os.PathLike[str]) -> bool:
+    """Whether the filesystem of ``path`` has (almost) nothing left: how a failure that a library
+    reports only as a status code (llama.cpp's quantizer returns 1) is told to be a full disk."""
+    free = free_bytes(path)
+    return free is not None and free < _ALMOST_NOTHING
+
+
 def is_disk_full(exc: BaseException, target: str | os.PathLike[str] | None = None) -> bool:
     """Whether ``exc`` (or what caused it) is a full disk. A bare short write counts only when the
     filesystem of ``target`` has almost nothing left, so a short write for another reason keeps its
@@ -90,10 +101,8 @@ def is_disk_full(exc: BaseException, target: str | os.PathLike[str] | None = Non
         msg = str(e)
         if _DISK_FULL_WORDS.search(msg):
             return True
-        if target is not None and _SHORT_WRITE.search(msg):
-            free = free_bytes(target)
-            if free is not None and free < _ALMOST_NOTHING:
-                return True
+        if target is not None and _SHORT_WRITE.search(msg) and disk_nearly_full(target):
+            return True
     return False
 
 
@@ -131,6 +140,8 @@ def disk_full_as(path: str | os.PathLike[str], needed: int | None = None,
         if not is_disk_full(exc, partial if partial is not None else path):
             raise
         inner = next((e for e in _chain(exc) if isinstance(e, DiskFullError)), None)
+        if inner is not None and inner.message:  # a child process's own line: pass it on as it is
+            raise
         if needed is not None:
             err = DiskFullError(path, needed)
         elif inner is not None:

@@ -21,7 +21,8 @@ What it does, in order:
 
 Default benchmark: "world", the built-in world's held-out questions (outputs/world, written by
 train/run.py), stratified by question type to 96 items so the mobile run stays within ~10 minutes on 2
-cores. Exit codes: 0 ok, 2 bad input (unknown device/benchmark), 3 --max-drop exceeded.
+cores. Exit codes: 0 ok, 2 bad input (unknown device/benchmark), 3 --max-drop exceeded, 4 no space left on device
+(allava/cli.py).
 """
 
 import argparse
@@ -129,4 +130,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from allava.cli import guard  # a full disk: one line, exit 4
+
+    sys.exit(guard(main))

@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from allava.cli import exit_code
-from allava.fileio import atomic_path
+from allava.cli import EXIT_DISK_FULL, exit_code
+from allava.fileio import DiskFullError, atomic_path, disk_nearly_full
 from allava.formats import get_format, split_gguf_precision
 from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant, writing_variant
 
@@ -82,6 +82,8 @@ def _mmproj(src: Path, man: Manifest, vdir: Path, precision: str) -> Path:
     cmd = [sys.executable, "-m", "export.to_gguf", man.source["checkpoint"], "--mmproj-only", str(out),
            "--mmproj-outtype", precision.lower()]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == EXIT_DISK_FULL:  # its one line already names the file and the space
+        raise DiskFullError(out, message=proc.stderr.strip().splitlines()[-1].removeprefix("error: "))
     if proc.returncode != 0:
         raise QuantizeError(f"writing the {precision} projector failed: {proc.stderr.strip()[-400:]}")
     return out
@@ -102,6 +104,7 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
         raise QuantizeError(str(exc)) from exc
     if prec not in {p.name for p in FORMAT.made_by("quantize")}:
         raise QuantizeError(f"{prec} is not made by the quantizer; use export/to_gguf.py --outtype {qtype}")
+    prec_bits = FORMAT.precision(qtype).bits_per_weight
     lm_type, vision_type = split_gguf_precision(prec)
     mmproj = vision_type or mmproj
     src = find_source(Path(export))
@@ -111,12 +114,18 @@ def quantize_gguf(export: str | Path, qtype: str, threads: int | None = None, mm
     vdir = src.parent / prec
     lm_out = vdir / f"{man.name}-{prec}.gguf"
     t0 = time.time()
-    with writing_variant(vdir) as written:
+    try:  # the LM file at this precision (a full disk's "needed ~")
+        needed = int(man.sizes.get("model", 0) * prec_bits / FORMAT.precision(man.precision).bits_per_weight)
+    except KeyError:
+        needed = None
+    with writing_variant(vdir, needed) as written:
         with atomic_path(lm_out) as tmp:
             params = L.llama_model_quantize_default_params()
             params.ftype = getattr(L, f"LLAMA_FTYPE_MOSTLY_{lm_type}")
             params.nthread = threads or os.cpu_count() or 1
             rc = L.llama_model_quantize(str(src / man.files["model"]).encode(), str(tmp).encode(), ctypes.byref(params))
+            if rc != 0 and disk_nearly_full(tmp):  # llama.cpp logs the reason and returns 1
+                raise DiskFullError(lm_out, needed)
             if rc != 0:
                 raise QuantizeError(f"llama_model_quantize({lm_type}) failed with code {rc}")
             arch = _read_arch(tmp)

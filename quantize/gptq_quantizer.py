@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import shutil
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 
 from allava.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from allava.cli import exit_code
+from allava.fileio import disk_full_as, missing_folders, remove_empty
 from allava.formats import UnknownFormatError, get_format
 from allava.memory import peak_rss_mb
 from allava.variant import MANIFEST, Manifest, ManifestError, human_size
@@ -186,8 +188,15 @@ def quantize_gptq(checkpoint: str | Path, outdir: str | Path, bits: int = 4, gro
     from quantize.gptq_llava import register
 
     register()
-    with _logs_out_of_cwd():
-        return _quantize_into(ck, outdir, bits, group_size, desc_act, calibration, _device(device))
+    created = missing_folders(outdir.parent)
+    lm = sum(math.prod(s) for n, s in ck.shapes.items() if n.startswith(("text.", "lm_head.")))
+    needed = int(lm * bits / 8 + (sum(math.prod(s) for s in ck.shapes.values()) - lm) * 2)  # ~ LM packed, rest fp16
+    try:
+        with _logs_out_of_cwd(), disk_full_as(outdir, needed):
+            return _quantize_into(ck, outdir, bits, group_size, desc_act, calibration, _device(device))
+    except BaseException:
+        remove_empty(created)  # the partial folder is gone already (_quantize_into); no empty parents either
+        raise
 
 
 def _quantize_into(ck: Checkpoint, outdir: Path, bits: int, group_size: int, desc_act: bool,

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from allava.cli import exit_code
+from allava.fileio import staging_folder
 from allava.formats import get_format
 from allava.onnx_layout import (
     FORMAT,
@@ -41,8 +40,9 @@ from allava.onnx_layout import (
     save_graph,
     to_fp16,
     validate_graph,
+    variant_dir,
 )
-from allava.variant import Manifest, ManifestError, human_size
+from allava.variant import MANIFEST, Manifest, ManifestError, human_size
 
 TYPES = {p.cli: p.name for p in get_format(FORMAT).made_by("quantize")}
 SOURCE = get_format(FORMAT).quantize_source or "FP32"
@@ -146,48 +146,52 @@ def _q4(src: Path, block_size: int, half: bool):
     return to_fp16(model) if half else model
 
 
-def quantize_graph(root: Path, graph: str, precision: str, block_size: int) -> None:
-    """One graph of one precision, made from the fp32 graph in a staging folder, validated, then moved
-    into place (its external data file first, when it has one)."""
+def quantize_graph(root: Path, graph: str, precision: str, block_size: int, stage: Path) -> None:
+    """One graph of one precision, made from the fp32 graph into the staging folder and validated there."""
     import onnx
 
     src, dst = graph_path(root, graph, SOURCE), graph_path(root, graph, precision)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.", suffix=".tmp", dir=dst.parent))
-    try:
-        if graph == "embed_tokens" and precision == "INT8":
-            model = onnx.load(str(src))  # a Gather: dynamic quantization would leave it float32 anyway
-        elif precision == "INT8":
-            model = _int8(src)
-        else:
-            model = _q4(src, block_size, half=precision == "Q4F16")
-        save_graph(model, stage / dst.name)
-        del model
-        validate_graph(stage / dst.name)
-        for old in graph_files(root, graph, precision):
-            old.unlink(missing_ok=True)  # a re-run replaces the old files: no stale external data may linger
-        for name in (dst.name + "_data", dst.name):
-            if (stage / name).exists():
-                os.replace(stage / name, dst.parent / name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    if graph == "embed_tokens" and precision == "INT8":
+        model = onnx.load(str(src))  # a Gather: dynamic quantization would leave it float32 anyway
+    elif precision == "INT8":
+        model = _int8(src)
+    else:
+        model = _q4(src, block_size, half=precision == "Q4F16")
+    save_graph(model, stage / dst.name)
+    del model
+    validate_graph(stage / dst.name)
 
 
 def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32) -> Path:
-    """Make one quantized precision of an ONNX export; returns its variant folder."""
+    """Make one quantized precision of an ONNX export; returns its variant folder.
+
+    All graphs are made and validated in one staging folder before any is moved into place, so a
+    failure (a full disk included) leaves the export as it was: no precision with some graphs new
+    and some old or missing."""
     precision = TYPES.get(qtype.lower())
     if precision is None:
         raise QuantizeError(f"unknown ONNX type {qtype!r}; choose from {', '.join(TYPES)}")
     root = Path(export).resolve()  # the quantizers run from the graphs' folder (reading_beside)
     src = _source(root)
     t0 = time.time()
-    for graph in GRAPHS:
-        quantize_graph(root, graph, precision, block_size)
+    onnx_dir = graph_path(root, GRAPHS[0], precision).parent
+    bits = get_format(FORMAT).precision(precision).bits_per_weight
+    needed = int(src.total_bytes * bits / 32)  # from the fp32 graphs, at this precision's bits per weight
+    with staging_folder(variant_dir(root, precision), needed) as stage:
+        for graph in GRAPHS:
+            quantize_graph(root, graph, precision, block_size, stage)
+        (variant_dir(root, precision) / MANIFEST).unlink(missing_ok=True)  # no manifest over a mix of graphs
+        for graph in GRAPHS:
+            for old in graph_files(root, graph, precision):
+                old.unlink(missing_ok=True)  # a re-run replaces the old files: no stale external data may linger
+        for f in sorted(stage.iterdir(), key=lambda f: not f.name.endswith("_data")):  # external data first
+            os.replace(f, onnx_dir / f.name)
     man = describe_variant(root, precision, src.source, "quantize/run.py (onnxruntime.quantization)",
                            quantized_from={"precision": SOURCE}, block_size=block_size if precision != "INT8" else None,
                            accuracy_level=ACCURACY_LEVEL if precision != "INT8" else None)
     print(f"  {precision:<6} {human_size(man.total_bytes):>12}  decoder {human_size(man.lm_bytes):>12}  "
           f"({time.time() - t0:.1f} s)  -> {root / 'variants' / precision}", flush=True)
-    return root / "variants" / precision
+    return variant_dir(root, precision)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from allava.fileio import write_text_atomic
 from bench.benchmarks import REPORT_BENCHMARKS, DataFormatError, get_adapter
 
 
@@ -59,7 +60,7 @@ def write_submissions(results: Mapping[str, Any], out: Path) -> Path:
             index["variants"].setdefault(v["name"], {})[name] = [str(p.relative_to(out)) for p in paths]
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.json"
-    path.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(index, indent=1) + "\n")
     return path
 
 

@@ -14,6 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from allava.fileio import disk_full_as
+
 
 def prediction_key(variant_hash: str, benchmark: str, item_id: str, prompt: str, max_new_tokens: int) -> str:
     raw = json.dumps([variant_hash, benchmark, item_id, prompt, max_new_tokens], ensure_ascii=False)
@@ -43,9 +45,10 @@ class PredictionCache:
 
     def put_many(self, rows: list[tuple[str, str, str, str, str, list[int]]]) -> None:
         """rows: (key, variant, benchmark, item id, text, token ids)."""
-        self.db.executemany("INSERT OR REPLACE INTO preds VALUES (?, ?, ?, ?, ?, ?)",
-                            [(k, v, b, i, t, json.dumps(ids)) for k, v, b, i, t, ids in rows])
-        self.db.commit()
+        with disk_full_as(self.path):  # SQLite rolls the insert back; the cache stays as it was
+            self.db.executemany("INSERT OR REPLACE INTO preds VALUES (?, ?, ?, ?, ?, ?)",
+                                [(k, v, b, i, t, json.dumps(ids)) for k, v, b, i, t, ids in rows])
+            self.db.commit()
 
     # -- file hashes -------------------------------------------------------------------------------
     def variant_hash(self, files: list[Path]) -> str:
@@ -66,8 +69,9 @@ class PredictionCache:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
         digest = h.hexdigest()
-        self.db.execute("INSERT OR REPLACE INTO file_hash VALUES (?, ?, ?, ?)", (key, st.st_size, st.st_mtime_ns, digest))
-        self.db.commit()
+        with disk_full_as(self.path):
+            self.db.execute("INSERT OR REPLACE INTO file_hash VALUES (?, ?, ?, ?)", (key, st.st_size, st.st_mtime_ns, digest))
+            self.db.commit()
         return digest
 
     def close(self) -> None:

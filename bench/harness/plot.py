@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from allava.fileio import atomic_path
+
 
 def primary_benchmark(results: dict[str, Any]) -> str | None:
     """The first benchmark with a numeric score for the reference (or any variant)."""
@@ -67,6 +69,7 @@ def write_plot(results: dict[str, Any], out: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out / "plot.png"
-    fig.savefig(path)
+    with atomic_path(path) as tmp:  # a full disk leaves the old plot whole
+        fig.savefig(tmp, format="png")
     plt.close(fig)
     return path

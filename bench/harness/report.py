@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from allava.fileio import atomic_path, write_text_atomic
+
 LATENCY_COLUMNS = ["bits_per_weight", "load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s",
                    "decode_tok_s_std", "peak_rss_mb", "size_mib", "roofline_fraction", "native_overhead_ratio",
                    "parity_greedy_exact", "parity_tf_top1"]
@@ -57,14 +59,14 @@ def csv_columns(bench_names: list[str]) -> list[str]:
 
 def write_json(results: dict[str, Any], out: Path) -> Path:
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=1, default=str))
+    write_text_atomic(path, json.dumps(results, indent=1, default=str))  # a full disk leaves the old file whole
     return path
 
 
 def write_csv(results: dict[str, Any], out: Path) -> Path:
     names = [b["name"] for b in results["benchmarks"]]
     path = out / "results.csv"
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=csv_columns(names))
         w.writeheader()
         for v in results["variants"]:
@@ -219,5 +221,5 @@ def markdown(results: dict[str, Any]) -> str:
 
 def write_markdown(results: dict[str, Any], out: Path) -> Path:
     path = out / "report.md"
-    path.write_text(markdown(results))
+    write_text_atomic(path, markdown(results))
     return path
