@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from allava.evaluate import format_table, load_heldout, predict_torch, score
-from allava.fileio import write_json_atomic
+from allava.fileio import disk_full_as, write_json_atomic
 from allava.modeling import (
     build_model,
     build_processor,
@@ -143,9 +145,9 @@ def build_base(cfg: TrainConfig, data_root: Path, device: torch.device, info: Di
                 + ", ".join(f"{k} {v}" for k, v in used.items()) + ")", info)
     if info.is_main:
         tmp = out / f".tmp-{BASE_DIR}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        with _temp_removed_on_error(tmp), disk_full_as(base, partial=tmp):
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
         os.replace(tmp, base)
     if info.world_size > 1:
         torch.distributed.barrier()
@@ -248,7 +250,8 @@ def run_training(cfg: TrainConfig, resume: bool = False, stop_after: tuple[str, 
         if info.is_main:
             done_marker.parent.mkdir(parents=True, exist_ok=True)
             tmp = done_marker.with_suffix(".tmp")
-            save_file(runner._trainable_state(), str(tmp))
+            with _temp_removed_on_error(tmp), disk_full_as(done_marker, partial=tmp):
+                save_file(runner._trainable_state(), str(tmp))
             os.replace(tmp, done_marker)
         if info.world_size > 1:
             torch.distributed.barrier()
@@ -282,15 +285,34 @@ def _load_trainable(model: torch.nn.Module, path: Path) -> None:
                 p.copy_(weights[name].to(p.device, p.dtype))
 
 
+@contextmanager
+def _temp_removed_on_error(tmp: Path) -> Iterator[None]:
+    """A temporary file or folder that is removed before the block and again if the block fails (a full
+    disk, a crash in a writer), so a failed save leaves nothing half-written behind."""
+    _remove(tmp)
+    try:
+        yield
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def save_hf_folder(model, processor, out: Path) -> None:
     """Write the plain Hugging Face folder (safetensors, config, processor, tokenizer, template)."""
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.do_sample = False
     tmp = out / ".tmp-hf"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
+    with _temp_removed_on_error(tmp), disk_full_as(out, partial=tmp):
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()

@@ -14,7 +14,12 @@ def plot_loss(metrics_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    rows = []
+    for line in Path(metrics_path).read_text().splitlines():
+        try:  # a line torn by a full disk or a kill (the run resumed after it) is skipped, not fatal
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
     stages: dict[str, list[dict]] = {}
     for r in rows:
         stages.setdefault(r["stage"], []).append(r)

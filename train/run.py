@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from allava.cli import exit_code
 from allava.modeling import available_presets
 from allava.schema import DataError
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from train.config import load_config
-    from train.pipeline import run_training
 
     try:
         cfg = load_config(args.config, args.preset)
@@ -77,7 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
         name = args.config or f"train/configs/{cfg.preset}.yaml"
         return exit_code(lambda: dry_run(cfg, name, args.declared_sizes, cfg.skip_bad), DataError)
-    return exit_code(lambda: run_training(cfg, resume=args.resume), DataError)
+    return exit_code(lambda: _train(cfg, args.resume), DataError)
+
+
+def _train(cfg: TrainConfig, resume: bool) -> None:
+    """Train; a full disk that no writer named (metrics.jsonl, a library's own file) names the output folder."""
+    from allava.fileio import disk_full_as
+    from train.pipeline import run_training
+
+    with disk_full_as(cfg.output_dir):
+        run_training(cfg, resume=resume)
 
 
 if __name__ == "__main__":

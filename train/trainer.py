@@ -22,6 +22,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from allava.fileio import disk_full_as, write_text_atomic
 from allava.schema import DataError
 from train.config import StageConfig
 from train.data import IGNORE_INDEX, StageData, collate, epoch_order
@@ -187,7 +188,9 @@ class StageRunner:
         return {k: v.detach().cpu().contiguous() for k, v in self.model.named_parameters() if v.requires_grad}
 
     def save(self) -> None:
-        """Write step-N atomically: a temp folder renamed into place, then 'latest' updated."""
+        """Write step-N atomically: a temp folder renamed into place, then 'latest' updated (atomically
+        too). A full disk removes the temp folder and leaves the previous checkpoint and 'latest' as they
+        were, so --resume continues from there once there is room."""
         if self.engine is not None:
             self.engine.save_checkpoint(str(self.dir), tag=f"step-{self.step}")
         if not self.dist.is_main:
@@ -195,6 +198,21 @@ class StageRunner:
         target = self.dir / f"step-{self.step}"
         tmp = self.dir / f".tmp-step-{self.step}"
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with disk_full_as(target, partial=tmp):
+                self._write_checkpoint(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        write_text_atomic(self.dir / "latest", target.name)
+        steps = sorted((p for p in self.dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+        for old in steps[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _write_checkpoint(self, tmp: Path) -> None:
+        """The files of one checkpoint, into the temp folder ``save`` renames."""
         tmp.mkdir(parents=True)
         save_file(self._trainable_state(), str(tmp / "trainable.safetensors"))
         if self.engine is None:
@@ -212,12 +230,6 @@ class StageRunner:
             "image_read_failures": {str(i): m for i, m in self.data.read_failures.items()},
         }
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-        (self.dir / "latest").write_text(target.name)
-        steps = sorted((p for p in self.dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
-        for old in steps[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
 
     def try_resume(self) -> bool:
         """Restore the latest checkpoint of this stage, if any. Returns True when restored."""
