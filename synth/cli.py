@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from allava.fileio import write_json_atomic
+from allava.cli import EXIT_DISK_FULL, disk_full_line
+from allava.fileio import is_disk_full, write_json_atomic
 from allava.openai_client import NO_KEY, RetryPolicy, api_key_from_env
 from synth.client import ChatRequest, FatalError, Stats
 from synth.images import data_url, fitted_size, vision_tokens
@@ -420,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, InputError, FatalError) as exc:
         print(f"synth: error: {redact(str(exc))}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        # the journal keeps every whole line (Journal.append cuts a torn one back); outputs are atomic
+        print(f"synth: {disk_full_line(exc)}; the journal is intact: rerun the same command to resume", file=sys.stderr)
+        return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print(f"synth: interrupted after {time.monotonic() - t0:.0f}s; responses so far are in "
               f"{args.output_dir / JOURNAL_FILE}; rerun the same command to resume", file=sys.stderr)

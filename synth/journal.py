@@ -17,7 +17,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
+
+from allava.fileio import disk_full_as
 
 RESPONSE = "response"
 FAILED = "failed"
@@ -77,7 +79,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f: TextIO | None = None
+        self._f: BinaryIO | None = None
         self._lock: TextIO | None = None
 
     def open(self) -> JournalState:
@@ -104,11 +106,21 @@ class Journal:
                 os.fsync(f.fileno())
 
     def append(self, entry: dict[str, Any]) -> None:
+        """One line, whole or not at all: a write that fails part-way (a full disk) is cut back to the
+        previous line before the error leaves, so the journal stays consistent and a rerun resumes."""
         if self._f is None:
-            self._f = self.path.open("a", encoding="utf-8")
-        self._f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+            self._f = self.path.open("ab", buffering=0)
+        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        start = self._f.seek(0, os.SEEK_END)
+        try:
+            with disk_full_as(self.path):
+                view = memoryview(data)
+                while view:
+                    view = view[self._f.write(view):]
+                os.fsync(self._f.fileno())
+        except BaseException:
+            os.ftruncate(self._f.fileno(), start)
+            raise
 
     def close(self) -> None:
         if self._f is not None:
