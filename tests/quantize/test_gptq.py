@@ -82,6 +82,25 @@ def test_plain_from_pretrained_generates_with_an_image(w4: Path):
     assert type(model.model.multi_modal_projector.linear_1) is torch.nn.Linear
 
 
+def test_chat_template_from_messages(w4: Path, tiny_ckpt: Path):
+    """The folder's users render prompts with ``AutoProcessor.apply_chat_template`` (issue 25): from messages
+    with an image part and a text part it gives the checkpoint's prompt, the one PyTorch is fed, and the same ids."""
+    from transformers import AutoProcessor
+
+    from export.parity import synthetic_prompts
+    from tests.export.test_onnx_transformersjs import messages_of, question_of
+
+    ours, ck = AutoProcessor.from_pretrained(w4), AutoProcessor.from_pretrained(tiny_ckpt)
+    for p in synthetic_prompts(4, 96, seed=5):
+        msgs = messages_of(question_of(p.prompt))
+        text = ours.apply_chat_template(msgs, add_generation_prompt=True)
+        assert text == ck.apply_chat_template(msgs, add_generation_prompt=True) == p.prompt
+        a = ours(images=p.image, text=text, return_tensors="np")
+        b = ck(images=p.image, text=text, return_tensors="np")
+        assert a["input_ids"].tolist() == b["input_ids"].tolist()
+        assert (a["pixel_values"] == b["pixel_values"]).all()
+
+
 def test_calibration_is_seeded_and_carries_images(world_root: Path, tiny_ckpt: Path):
     from transformers import AutoProcessor
 
