@@ -21,6 +21,12 @@ EXIT_BAD_INPUT = 2
 EXIT_DISK_FULL = 4
 
 
+def one_line(message: str) -> str:
+    """A message on one line: parsers (YAML's, with its caret diagram) explain across several, and a
+    command's error is one line a script can grep or show."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def disk_full_line(exc: BaseException) -> str:
     """The one line for a full disk. A raw ENOSPC that no writer wrapped still names its file when the
     OS told us one."""
@@ -44,7 +50,7 @@ def _expected(run: Callable[[], object], expected: tuple[type[BaseException], ..
     except expected as exc:
         if is_disk_full(exc):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

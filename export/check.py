@@ -250,10 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     if not variants:
         print(f"error: no export variant (a folder with a {MANIFEST}) in {', '.join(map(str, a.variants))}", file=sys.stderr)
         return 2
+    from allava.checkpoint import CheckpointError, open_checkpoint
+
+    try:  # a checkpoint cut short: one line, exit 2, before any variant is loaded
+        open_checkpoint(a.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ref: ReferenceRun | None = None
     not_run, failed = [], []
     for variant in variants:
-        fmt = get_format(detect_format(variant))
+        try:  # a manifest cut short or naming an unknown format: one line, exit 2
+            fmt = get_format(detect_format(variant))
+        except (VariantError, ManifestError, FileNotFoundError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if fmt.not_runnable_reason() and not fmt.stand_in_available():
             not_run.append(f"{variant}: {fmt.name} is {fmt.not_runnable_reason()}; no parity measured")
             continue
@@ -310,4 +321,6 @@ def _precision(variant: Path) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from allava.cli import guard  # a full disk (parity into the manifest, --json-out): one line, exit 4
+
+    sys.exit(guard(main))

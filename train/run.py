@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from allava.cli import exit_code
+from allava.cli import exit_code, one_line
 from allava.modeling import available_presets
 from allava.schema import DataError
 
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.preset)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # a config missing, cut short or wrong: one line
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     for key in ("output_dir", "data_root", "deepspeed", "precision", "threads", "seed", "save_every"):
         value = getattr(args, key)
