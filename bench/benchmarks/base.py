@@ -19,7 +19,7 @@ import random
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -135,6 +135,13 @@ class Adapter:
     # -- scoring -----------------------------------------------------------------------------
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         raise NotImplementedError
+
+    def resample_copy(self, item: Item, draw: int) -> Item:
+        """``item`` as the ``draw``-th unit of a bootstrap resample (bench/harness/confidence.py): a unit
+        drawn twice must count twice, so its id and group get the draw number; everything the official
+        rule reads stays. Adapters whose scoring keys items by something else (MMBench's question index,
+        the pairwise benchmarks' baseline answers by id) override it."""
+        return replace(item, id=f"{item.id}#{draw}", group=f"{item.group}#{draw}" if item.group else "")
 
     # -- official submission files ----------------------------------------------------------
     def submission_files(self, items: Sequence[Item], predictions: dict[str, str], out: Path, model_id: str,

@@ -54,6 +54,10 @@ class GQA(Adapter):
                                 [{"questionId": it.id, "prediction": gqa_prediction(preds[it.id])} for it in items]),
                 write_json_file(out / "testdev_balanced_questions.json", {it.id: it.meta["record"] for it in items})]
 
+    def item_scores(self, items: Sequence[Item], predictions: dict[str, str]) -> dict[str, float]:
+        """1/0 per item by :meth:`score`'s rule (the headline is their mean x 100), for the paired bootstrap."""
+        return {it.id: float(gqa_match(predictions.get(it.id) or "", it.meta["answer"])) for it in items}
+
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         per, missing = self.tally(items, predictions,
                                   lambda it, pred: (it.meta["structural"] or "all", gqa_match(pred, it.meta["answer"])))

@@ -103,6 +103,13 @@ class MMBench(Adapter):
             raise DataFormatError(f"mmbench: no usable rows in {path}")
         return items
 
+    def resample_copy(self, item: Item, draw: int) -> Item:
+        """CircularEval keys answers by the question index (copy k of base b is b + k x 1,000,000): a
+        resampled question gets the base ``draw``, so two draws of one question are two questions."""
+        copy = super().resample_copy(item, draw)
+        copy.meta = {**item.meta, "index": (item.meta["index"] // CIRCULAR_OFFSET) * CIRCULAR_OFFSET + draw}
+        return copy
+
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         extracted: dict[str, str | None] = {}
         need_judge = []

@@ -54,4 +54,23 @@ class PairwiseAdapter(JudgedAdapter):
 
     def baseline_answers(self, items: Sequence[Item]) -> dict[str, str] | None:
         path = self.baseline_path(items)
-        return None if path is None else load_baseline(path, self.name)
+        if path is None:
+            return None
+        stamp = (str(path), path.stat().st_mtime_ns)
+        if getattr(self, "_baseline_read", (None, None))[0] != stamp:  # a bootstrap scores thousands of resamples
+            self._baseline_read = (stamp, load_baseline(path, self.name))
+        return for_copies(self._baseline_read[1], items)
+
+    def resample_copy(self, item: Item, draw: int) -> Item:
+        """The copy remembers its question id: the baseline (and reference) answers are keyed by it."""
+        copy = super().resample_copy(item, draw)
+        copy.meta = {**item.meta, "resampled_from": item.meta.get("resampled_from", item.id)}
+        return copy
+
+
+def for_copies(answers: dict[str, str], items: Sequence[Item]) -> dict[str, str]:
+    """``answers`` (keyed by question id) with each bootstrap copy's id added (``Adapter.resample_copy``),
+    so a resampled question finds its baseline answer; unchanged outside a bootstrap."""
+    extra = {it.id: answers[it.meta["resampled_from"]] for it in items
+             if "resampled_from" in it.meta and it.meta["resampled_from"] in answers}
+    return {**answers, **extra} if extra else answers

@@ -55,6 +55,10 @@ class SEED(Adapter):
         return [write_jsonl(out / f"{model_id}.jsonl",
                             [{"question_id": it.meta["question_id"], "prediction": preds[it.id]} for it in items])]
 
+    def item_scores(self, items: Sequence[Item], predictions: dict[str, str]) -> dict[str, float]:
+        """1/0 per item by :meth:`score`'s rule (the headline is their mean x 100), for the paired bootstrap."""
+        return {it.id: float((predictions.get(it.id) or "").strip() == it.meta["answer"]) for it in items}
+
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         per, missing = self.tally(items, predictions,
                                   lambda it, pred: (it.meta["dimension"], pred.strip() == it.meta["answer"]))

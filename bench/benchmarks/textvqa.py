@@ -66,6 +66,12 @@ class TextVQA(Adapter):
                               "answer_id": stable_id(model_id, it.id), "model_id": model_id, "metadata": {}}
                              for it in items])]
 
+    def item_scores(self, items: Sequence[Item], predictions: dict[str, str]) -> dict[str, float]:
+        """Each item's VQA accuracy in [0, 1]; the headline is their mean x 100. The paired bootstrap
+        (bench/harness/confidence.py) resamples these instead of re-running the EvalAI normaliser on
+        every resample (minutes for thousands of resamples)."""
+        return {it.id: vqa_accuracy(predictions.get(it.id, ""), it.meta["answers"]) for it in items}
+
     def score(self, items: Sequence[Item], predictions: dict[str, str], judge: JudgeLike | None = None) -> ScoreResult:
         missing = sum(1 for it in items if it.id not in predictions)
         total = sum(vqa_accuracy(predictions.get(it.id, ""), it.meta["answers"]) for it in items)

@@ -48,7 +48,7 @@ from bench.benchmarks.pairwise import (
     fastchat_verdict,
     fastchat_winners,
 )
-from bench.benchmarks.pairwise_adapter import PairwiseAdapter, load_baseline
+from bench.benchmarks.pairwise_adapter import PairwiseAdapter, for_copies, load_baseline
 from bench.benchmarks.registry import register
 
 # Byte for byte from lm-sys/FastChat fastchat/llm_judge/data/judge_prompts.jsonl @ 0e6d3e4b
@@ -129,7 +129,7 @@ class Vicuna80(PairwiseAdapter):
             return self.result(None, status="not scored: no baseline answers file", scorer=self.scorer,
                                prompt_version=self.prompt_version, counts={"items": len(items)})
         ref_path = self.reference_path(items, judge)
-        refs = load_baseline(ref_path, self.name) if ref_path else {}
+        refs = for_copies(load_baseline(ref_path, self.name), items) if ref_path else {}
         log = Judgments(self.name, judge, self.prompt_version,
                         {f"{n}:system": s for n, (s, _) in JUDGE_PROMPTS.items()}
                         | {f"{n}:template": t for n, (_, t) in JUDGE_PROMPTS.items()})

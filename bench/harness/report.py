@@ -43,6 +43,11 @@ def flat_row(v: dict[str, Any], bench_names: list[str]) -> dict[str, Any]:
         e = (v.get("accuracy") or {}).get(b) or {}
         row[f"score:{b}"] = e.get("headline") if e.get("headline") is not None else (e.get("status") or "")
         row[f"delta:{b}"] = e.get("delta")
+        ci = e.get("delta_ci") or {}
+        row[f"delta_lo:{b}"], row[f"delta_hi:{b}"] = ci.get("lo"), ci.get("hi")
+        row[f"delta_significant:{b}"] = e.get("significant")
+        row[f"agree_same:{b}"] = (e.get("agreement") or {}).get("same")
+        row[f"agree_n:{b}"] = (e.get("agreement") or {}).get("n")
         row[f"agree_exact:{b}"] = (e.get("agreement") or {}).get("exact")
         row[f"agree_token_f1:{b}"] = (e.get("agreement") or {}).get("token_f1")
     ag = v.get("agreement") or {}
@@ -53,7 +58,8 @@ def flat_row(v: dict[str, Any], bench_names: list[str]) -> dict[str, Any]:
 def csv_columns(bench_names: list[str]) -> list[str]:
     cols = ["variant", "format", "precision", "status", "reason", *LATENCY_COLUMNS]
     for b in bench_names:
-        cols += [f"score:{b}", f"delta:{b}", f"agree_exact:{b}", f"agree_token_f1:{b}"]
+        cols += [f"score:{b}", f"delta:{b}", f"delta_lo:{b}", f"delta_hi:{b}", f"delta_significant:{b}",
+                 f"agree_same:{b}", f"agree_n:{b}", f"agree_exact:{b}", f"agree_token_f1:{b}"]
     return cols + ["agree_exact", "agree_token_f1"]
 
 
@@ -101,7 +107,40 @@ def _score_cell(e: dict[str, Any] | None) -> str:
         st = e.get("status") or "not scored"
         return "no judge" if "no judge" in st else st.split(":")[0]
     d = e.get("delta")
-    return f"{e['headline']:.1f}" + (f" ({d:+.1f})" if d is not None else "")
+    if d is None:
+        return f"{e['headline']:.1f}"
+    ci, ag = e.get("delta_ci"), e.get("agreement")
+    inner = f"{d:+.1f}" + ("*" if e.get("significant") else "")
+    if ci:
+        inner += f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
+    if ag:
+        inner += f"; {ag['same']}/{ag['n']} same"
+    return f"{e['headline']:.1f} ({inner})"
+
+
+def _max_drop_lines(results: dict[str, Any]) -> list[str]:
+    """What --max-drop decided: its rule and every loss beyond it, failed or within noise."""
+    md = results.get("max_drop") or {}
+    if md.get("limit") is None:
+        return []
+    verdicts = md.get("verdicts") or []
+    lines = [f"--max-drop {md['limit']}: {md.get('rule', '')}."]
+    lines += [f"- {'FAIL' if d['fails'] else 'within noise'}: {d['variant']} on {d['benchmark']} loses {d['drop']:.2f} "
+              f"points; {d['why']}" for d in verdicts]
+    if not verdicts:
+        lines.append("- no delta loses more than that")
+    return lines + [""]
+
+
+def _ci_method(results: dict[str, Any]) -> str:
+    """How the intervals were computed, from the first one found (they share method, level, resamples)."""
+    for v in results["variants"]:
+        for e in (v.get("accuracy") or {}).values():
+            ci = (e or {}).get("delta_ci")
+            if ci:
+                return (f"{ci['method']}, {100 * ci['level']:.0f}%, {ci['resamples']} resamples, seeded from --seed "
+                        f"{results.get('config', {}).get('seed', 0)} and the benchmark name (bench/harness/confidence.py)")
+    return "paired percentile bootstrap over items (bench/harness/confidence.py); none computed in this run"
 
 
 NO_JUDGE = 'none — judged benchmarks are reported as "no judge", never scored another way'
@@ -172,7 +211,7 @@ def markdown(results: dict[str, Any]) -> str:
             + ". The stand-in executes the variant's own saved programs (for CoreML, runtimes/coreml_mil.py runs "
               "each package's ML program op by op), so its accuracy is the variant's; it times nothing.", ""]
     if names:
-        lines += ["## Accuracy (score, Δ points vs reference)", "",
+        lines += ["## Accuracy (score, Δ points vs reference [paired 95% interval])", "",
                   "| variant | " + " | ".join(names) + " | agree exact % | agree token-F1 % |",
                   "|---|" + "---:|" * (len(names) + 2)]
         for v in results["variants"]:
@@ -180,8 +219,13 @@ def markdown(results: dict[str, Any]) -> str:
             ag = v.get("agreement") or {}
             lines.append(f"| {v['name']} | " + " | ".join(_score_cell(acc.get(n)) for n in names)
                          + f" | {_f(ag.get('exact'))} | {_f(ag.get('token_f1'))} |")
-        lines += ["", "Agreement: share of items where the variant's answer equals the reference's (exact, after "
+        lines += ["", "Cells: score (Δ points vs the reference [paired 95% interval]; k/n same = items where the "
+                  "variant's answer equals the reference's). * marks a Δ whose interval excludes zero. The interval: "
+                  f"{_ci_method(results)}; a Δ without one (judged benchmark without a judge, no reference) has none.",
+                  "",
+                  "Agreement: share of items where the variant's answer equals the reference's (exact, after "
                   "lower-casing) and the mean bag-of-words F1 between them; the reference row is blank.", "",
+                  *_max_drop_lines(results),
                   "| benchmark | items | limit | max new tokens | data | status | judge (prompt version) |",
                   "|---|---:|---:|---:|---|---|---|"]
         for b in benches:

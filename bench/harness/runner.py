@@ -267,7 +267,7 @@ def execute(cfg: BenchConfig) -> dict[str, Any]:
     finally:
         cache.close()
     entries = failed_pre + entries
-    accuracy.add_deltas(entries, profile.reference, suites)
+    accuracy.add_deltas(entries, profile.reference, suites, judge=judge, seed=cfg.seed)  # paired intervals too
     ref_name = profile.reference
     return {"device": asdict(profile) | {"host_threads": profile.host_threads, "cpus": profile.cpus()},
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "log"},

@@ -17,7 +17,10 @@ import bench.harness.world_adapter  # noqa: F401  (registers "world")
 from bench.benchmarks import REPORT_BENCHMARKS, Adapter, DataFormatError, Item, get_adapter, known_benchmarks
 from bench.benchmarks.registry import UnknownBenchmarkError
 
-DEFAULT_LIMITS = {"world": 96}  # stratified by question type; 5 variants x 96 fits the 10-minute budget
+# World: stratified by question type. 400 is the smallest size at which a 1-point loss made of one-way flips
+# (4 items) gets a paired 95% interval below zero ([-2.0, -0.25]); at 96 one flipped item reads [-3.1, 0.0].
+# Cost over 96: ~300 more items per variant (~2 min for the mobile profile's 12 variants; README, bench/README.md).
+DEFAULT_LIMITS = {"world": 400}
 DEFAULT_REPORT_LIMIT = 8  # per report benchmark when emitted offline from the world
 MAX_NEW_TOKENS = {"world": 8}  # the held-out answers are one word (training's eval uses 8)
 SHORT_TOKENS = 16  # short-answer / choice benchmarks

@@ -71,7 +71,7 @@ def test_report_csv_plot(tmp_path):
     by = {r["variant"]: r for r in rows}
     assert by["gguf:Q4_0"]["delta:world"] == "-10.0" and by["pytorch:FP32"]["score:mmvet"] == "not scored: no judge"
     assert by["gguf:F16"]["status"] == "skipped" and by["gguf:Q4_K_M"]["reason"].startswith("load failed")
-    assert "70.0 (-10.0)" in md and "no judge" in md and "Judge: none" in md
+    assert "70.0 (-10.0; 1/2 same)" in md and "no judge" in md and "Judge: none" in md
     assert "gguf:Q4_K_M** failed: load failed" in md and "gguf:F16** skipped" in md and "test cpu" in md
 
 
