@@ -33,3 +33,15 @@ fi
 PYTHON=python bash scripts/build_llama_cpp.sh
 # the llama.cpp runtime's greedy decode loop in C (runtimes/native_loop.py; optional, cached per version)
 python -m runtimes.native_loop || echo "install: no C compiler; the llama.cpp runtime uses its Python decode loop"
+
+# Chromium for the browser example's test (tests/examples/test_browser_page.py); optional and idempotent:
+# skipped when a Chromium is already there or without root/apt-get, and a failed apt-get only means that test skips.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "install: chromium (apt-get, for the browser example's test)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >/dev/null 2>&1 || echo "install: chromium could not be installed; tests/examples/test_browser_page.py will skip"
+  else
+    echo "install: no chromium (needs root and apt-get); tests/examples/test_browser_page.py will skip"
+  fi
+fi
