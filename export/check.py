@@ -158,13 +158,31 @@ def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | Non
         got = scored["exact_match"]
         res["summary"].update(heldout_n=len(ref.items), heldout_exact_match=got, heldout_reference=ref.accuracy,
                               heldout_delta=got - ref.accuracy,
-                              heldout_same_answers=same_answer_rate(ref.predictions, scored["predictions"]))
+                              heldout_same_answers=same_answer_rate(ref.predictions, scored["predictions"]),
+                              **heldout_interval(ref.items, ref.predictions, scored["predictions"]))
     if cand.supports("build_info"):
         res["build"] = cand.build_info()
     if stand_in:
         res["summary"]["executed_by"] = f"{fmt.stand_in} ({fmt.not_runnable_reason()})"
     cand.close()
     return res
+
+
+def heldout_interval(items: list[Any], ref_preds: dict[str, str], preds: dict[str, str]) -> dict[str, Any]:
+    """The held-out delta's paired 95% interval (bootstrap over the questions, seed 0; the bench's
+    method, bench/harness/confidence.py) and how many answers equal PyTorch's: +0.5 on 200 questions
+    is one question, which the interval shows to be noise."""
+    from allava.evaluate import normalize_answer
+    from bench.harness.confidence import paired_mean_interval
+
+    def hits(p: dict[str, str]) -> list[float]:
+        return [float(normalize_answer(p.get(it.id, "")) == normalize_answer(it.answer)) for it in items]
+
+    ci = paired_mean_interval(hits(preds), hits(ref_preds), seed=0)
+    same = sum(normalize_answer(preds.get(it.id, "")) == normalize_answer(ref_preds.get(it.id, "")) for it in items)
+    return {"heldout_delta_ci": [ci["lo"], ci["hi"]], "heldout_delta_significant": ci["excludes_zero"],
+            "heldout_delta_ci_method": f"{ci['method']}, 95%, {ci['resamples']} resamples, seed 0",
+            "heldout_same_count": same}
 
 
 def measure_user_path(ref: ReferenceRun, variant: Path, heldout: str | None, n: int, threads: int | None,
@@ -213,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="ALLaVA held-out JSON (default: the built-in world's, when it exists)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
     ap.add_argument("--accuracy", type=int, default=0, metavar="N", help="also score N held-out questions "
-                    "(exact match) with each variant and PyTorch: the accuracy delta (default 0: off)")
+                    "(exact match) with each variant and PyTorch: the accuracy delta with its paired 95%% bootstrap interval and "
+                    "the count of answers equal to PyTorch's (default 0: off)")
     ap.add_argument("--user-path", type=int, default=0, metavar="N", help="GGUF variants: also run N held-out "
                     "questions through llama-cpp-python's MTMDChatHandler and llama-mtmd-cli (when built: "
                     "scripts/build_llama_cpp.sh) at the native size, 128x128 and 160x96, against PyTorch (default 0: off)")

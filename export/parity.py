@@ -164,7 +164,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             ("tf_top1_agreement", "{:.2%}"), ("tf_prompt_pass_rate", "{:.1%}"), ("tf_skipped_ties", "{:.0f}"),
             ("first_logits_max_abs", "{:.2e}"), ("first_logits_mean_abs", "{:.2e}"),
             ("image_embd_max_abs", "{:.2e}"), ("image_embd_mean_abs", "{:.2e}"), ("image_embd_rel_max", "{:.2e}"),
-            ("heldout_exact_match", "{:.1f}"), ("heldout_delta", "{:+.1f}")]
+            ("heldout_exact_match", "{:.1f}"), ("heldout_delta", "{:+.1f}"),
+            ("heldout_delta_ci", "[{0[0]:+.1f}, {0[1]:+.1f}]"), ("heldout_same_count", "{:.0f}")]
     names = list(results)
     keys = [(k, f) for k, f in keys if any(results[n].get("summary", {}).get(k) is not None for n in names)
             or k in ("n_prompts",)]

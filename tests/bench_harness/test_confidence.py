@@ -275,3 +275,20 @@ def test_max_drop_passes_when_the_only_loss_is_noise(tmp_path, monkeypatch):
     _no_files(monkeypatch)
     assert bench_run.main(["--output-dir", str(tmp_path), "--max-drop", "0.1"]) == 0
     assert "within noise: gguf:Q8_0 on world" in (tmp_path / "report.md").read_text()
+
+
+# -- export/check.py's held-out delta ----------------------------------------------------------------
+def test_check_heldout_delta_gets_the_interval_and_same_count():
+    from allava.evaluate import HeldoutItem
+    from export.check import heldout_interval
+    from export.parity import format_table
+
+    items = [HeldoutItem(f"h{i}", None, "?", "red", "colour") for i in range(200)]
+    ref = {it.id: "red" for it in items} | {"h0": "blue", "h1": "blue"}
+    var = dict(ref, h0="red")  # +1 question of 200: +0.5, noise
+    got = heldout_interval(items, ref, var)
+    lo, hi = got["heldout_delta_ci"]
+    assert lo == 0.0 and hi == pytest.approx(1.5) and got["heldout_delta_significant"] is False  # Poisson(1) tail: 3 draws
+    assert got["heldout_same_count"] == 199 and "bootstrap" in got["heldout_delta_ci_method"]
+    table = format_table({"onnx": {"summary": {"n_prompts": 20, "heldout_delta": 0.5, **got}}})
+    assert "heldout_delta_ci" in table and "[+0.0, +1.5]" in table and "199" in table
