@@ -128,6 +128,21 @@ def test_image_lost_after_build_is_counted_when_read(damaged, kit, tmp_path):
         _all_batches(_runner(strict, tmp_path / "s"))  # no threshold: the read stops the run, one DataError
 
 
+def test_read_failures_are_counted_again_after_a_resume(damaged, kit, tmp_path):
+    root, image = damaged
+    data = _data(root, kit, 0, limit=0.05)
+    (root / image).write_bytes(b"junk")
+    runner = _runner(data, tmp_path / "r")
+    stream = runner._image_stream()
+    for step in range(runner.total_steps):
+        runner._micro_batches(step, next(stream))
+        runner.step = step + 1
+    runner.save()
+    fresh = _data(root, kit, 0, limit=0.05)  # the resumed process builds the stage again
+    assert _runner(fresh, tmp_path / "r").try_resume()
+    assert fresh.reports[0].missing_image == 1 and fresh.read_failures.keys() == data.read_failures.keys()
+
+
 def test_read_failures_past_the_threshold_stop_naming_the_file(damaged, kit, tmp_path):
     root, _ = damaged
     data = _data(root, kit, 0, limit=0.05)
