@@ -144,10 +144,8 @@ def disk_full_as(path: str | os.PathLike[str], needed: int | None = None,
             raise
         if needed is not None:
             err = DiskFullError(path, needed)
-        elif inner is not None:
-            if Path(path) == inner.path:
-                raise
-            err = DiskFullError(path, inner.needed, inner.at_least)
+        elif inner is not None:  # the writer nearer the disk named its output and size: keep them
+            raise
         else:
             written = _bytes_below(Path(partial)) if partial is not None else 0
             err = DiskFullError(path, written + _shortfall(exc) or None, at_least=True)
