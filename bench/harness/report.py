@@ -113,7 +113,7 @@ def _score_cell(e: dict[str, Any] | None) -> str:
     inner = f"{d:+.1f}" + ("*" if e.get("significant") else "")
     if ci:
         inner += f" [{ci['lo']:+.1f}, {ci['hi']:+.1f}]"
-    if ag:
+    if ag and ag.get("same") is not None:  # results.json files from before the count have only the share
         inner += f"; {ag['same']}/{ag['n']} same"
     return f"{e['headline']:.1f} ({inner})"
 
