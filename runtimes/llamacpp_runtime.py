@@ -101,10 +101,12 @@ class LlamaCppRuntime(Runtime):
         t0 = time.perf_counter()
         vdir = Path(variant_path)
         self.variant = vdir
+        precision = ""
         if model_file is None or mmproj_file is None:
-            files = Manifest.read(vdir).files  # FileNotFoundError names the folder (export with export/to_gguf.py)
-            model_file = model_file or files["model"]
-            mmproj_file = mmproj_file or files["mmproj"]
+            man = Manifest.read(vdir)  # FileNotFoundError names the folder (export with export/to_gguf.py)
+            model_file = model_file or man.files["model"]
+            mmproj_file = mmproj_file or man.files["mmproj"]
+            precision = man.precision
         lm_path, mm_path = vdir / model_file, vdir / mmproj_file
         for p in (lm_path, mm_path):
             if not p.is_file():
@@ -116,7 +118,7 @@ class LlamaCppRuntime(Runtime):
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = 0
-        mp.use_extra_bufts = cfg.repack
+        mp.use_extra_bufts = cfg.repack_for(precision or Path(model_file).stem)
         self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
         if not self.model:
             raise LlamaCppLoadError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
@@ -131,7 +133,8 @@ class LlamaCppRuntime(Runtime):
         cp.n_threads_batch = self.threads
         cp.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
         cp.no_perf = False
-        self.settings = {**cfg.as_dict(), "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": int(cp.n_ubatch)}
+        self.settings = {**cfg.as_dict(), "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": int(cp.n_ubatch),
+                         "repack": bool(mp.use_extra_bufts)}
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             raise LlamaCppError(f"{lm_path}: could not create a context: {_last_errors()}")

@@ -6,12 +6,14 @@ profile's ``engine.gguf`` object) or per run (``bench/run.py --engine gguf.KEY=V
 the values it ran with beside the figures they produced (results.json ``engine_settings``).
 
 Defaults are the measured best for one image question on CPU (docs/experiments.md §11):
-* ``n_ubatch`` 1024: an ALLaVA image chunk is 576 positions; at 512 llama.cpp splits it in two
-  micro-batches, each a separate pass over every weight. One pass per chunk is faster.
-* ``flash_attn`` / ``clip_flash_attn`` "auto": llama.cpp turns flash attention on where the backend
-  supports it (the CPU backend does), which fuses softmax(QK)V and skips the K^T copies.
-* ``repack`` true: ggml repacks Q4_0/Q4_K/IQ4_NL weights at load into the layout its CPU GEMM
-  kernels stream best ("extra buffer types"); off keeps only the mapped file.
+* ``n_ubatch`` 512 (llama.cpp's own): 1024, which takes an ALLaVA image chunk (576 positions) in one
+  pass, measured no faster at full size and needs a larger compute buffer.
+* ``flash_attn`` / ``clip_flash_attn`` "auto" (on for the CPU backend): prefill of an image prompt
+  +13-28% and CLIP encode ~15% faster; it costs ~25-30% of decode speed at a 600-token context (the
+  CPU kernel walks the cache one row at a time for a single query). Time to first token wins.
+* ``repack`` "auto": on for Q4_0 (ggml's 8x8 repacked GEMM: prefill 49 vs 33 tok/s, decode faster
+  too), off for the K-quant mixes (Q4_K_M prefill 80 vs 51 tok/s without the repacked Q4_K layout,
+  decode 8 vs 9 tok/s); true/false force it.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ class EngineSettingsError(ValueError):
 class LlamaCppSettings:
     n_ctx: int | None = None  # context positions; None: the model's training context, at most 4096
     n_batch: int | None = None  # logical batch; None: n_ubatch
-    n_ubatch: int = 1024  # physical batch (one graph pass); an image chunk fits in one
+    n_ubatch: int = 512  # physical batch (one graph pass)
     flash_attn: str = "auto"  # language model: auto | on | off
     clip_flash_attn: str = "auto"  # libmtmd's CLIP encoder: auto | on | off
-    repack: bool = True  # ggml's repacked CPU weight layouts (use_extra_bufts)
+    repack: bool | str = "auto"  # ggml's repacked CPU weight layouts (use_extra_bufts): auto | true | false
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "gguf engine settings") -> LlamaCppSettings:
@@ -49,11 +51,17 @@ class LlamaCppSettings:
                 if value not in FLASH_ATTN:
                     raise EngineSettingsError(f"{where}: {key} must be one of {sorted(FLASH_ATTN)}, not {value!r}")
             elif key == "repack":
-                if not isinstance(value, bool):
-                    raise EngineSettingsError(f"{where}: {key} must be true or false, not {value!r}")
+                if not isinstance(value, bool) and value != "auto":
+                    raise EngineSettingsError(f"{where}: {key} must be true, false or \"auto\", not {value!r}")
             elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise EngineSettingsError(f"{where}: {key} must be a positive integer, not {value!r}")
         return cls(**data)
+
+    def repack_for(self, lm_precision: str) -> bool:
+        """Whether to repack a language model of this precision ("Q4_K_M", "Q4_0-VQ8_0", ...)."""
+        if isinstance(self.repack, bool):
+            return self.repack
+        return "_K" not in lm_precision.upper()  # measured: the K-quant mixes prefill faster unpacked
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -16,6 +16,9 @@ def test_llamacpp_settings_defaults_and_overrides():
     s = LlamaCppSettings.from_mapping({"n_ubatch": 512, "flash_attn": "off", "repack": False})
     assert (s.n_ubatch, s.flash_attn, s.repack, s.clip_flash_attn) == (512, "off", False, "auto")
     assert LlamaCppSettings.from_mapping(None) == LlamaCppSettings()
+    auto = LlamaCppSettings()
+    assert auto.repack_for("Q4_0") and auto.repack_for("Q4_0-VQ8_0") and not auto.repack_for("Q4_K_M-VQ8_0")
+    assert LlamaCppSettings(repack=True).repack_for("Q4_K_M")
 
 
 @pytest.mark.parametrize(("data", "match"), [
@@ -23,7 +26,7 @@ def test_llamacpp_settings_defaults_and_overrides():
     ({"flash_attn": "yes"}, "flash_attn must be one of"),
     ({"n_ubatch": 0}, "n_ubatch must be a positive integer"),
     ({"n_ctx": "1024"}, "n_ctx must be a positive integer"),
-    ({"repack": 1}, "repack must be true or false"),
+    ({"repack": 1}, "repack must be true, false or"),
 ])
 def test_llamacpp_settings_reject_bad_values_naming_the_key(data, match):
     with pytest.raises(EngineSettingsError, match=match):
