@@ -120,11 +120,11 @@ def fake_measure(monkeypatch):
     return figures
 
 
-def test_main_exits_1_naming_the_variant_and_threshold(tmp_path: Path, fake_measure, capsys):
+def test_main_exits_1_naming_the_variant_and_threshold(tmp_path: Path, tiny_ckpt: Path, fake_measure, capsys):
     for p in ("F16", "Q4_0"):
         _variant(tmp_path / "exports", "gguf", p)
     gptq = _variant(tmp_path / "exports", "gptq", "W4G128")
-    base = [str(tmp_path / "ckpt"), str(tmp_path / "exports"), "--quiet", "--no-save", "--no-stock"]
+    base = [str(tiny_ckpt), str(tmp_path / "exports"), "--quiet", "--no-save", "--no-stock"]  # check.py opens it
 
     assert check.main(base) == 0  # every figure at its promise
 
