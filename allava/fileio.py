@@ -180,6 +180,8 @@ def atomic_path(path: str | os.PathLike[str], needed: int | None = None) -> Iter
             try:
                 with disk_full_as(final, partial=tmp_path):
                     yield tmp_path
+                if tmp_path.is_file() and (tmp_path.stat().st_mode & 0o777) == 0o600:
+                    tmp_path.chmod(0o666 & ~_umask())  # mkstemp's 0600, not the writer's choice: as open() would
                 os.replace(tmp_path, final)
             finally:
                 if tmp_path.exists():
@@ -187,6 +189,13 @@ def atomic_path(path: str | os.PathLike[str], needed: int | None = None) -> Iter
     except BaseException:
         remove_empty(created)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def missing_folders(folder: str | os.PathLike[str]) -> list[Path]:

@@ -318,3 +318,21 @@ def test_bench_results_full_disk_keep_old_files(small_fs: Path) -> None:
     assert info.value.path == out / "results.json"
     assert json.loads((out / "results.json").read_text()) == {"old": True}
     assert _listing(small_fs) == ["bench", "bench/results.json"]
+
+
+def test_atomic_path_gives_the_files_an_open_would(tmp_path: Path):
+    """mkstemp makes 0600 files; a result written through atomic_path gets the umask's mode, as open()
+    would give it (bench results, manifests and exports are read by other users and tools)."""
+    from allava.fileio import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out" / "r.json") as tmp:
+            tmp.write_text("{}")
+        assert (tmp_path / "out" / "r.json").stat().st_mode & 0o777 == 0o644
+        with atomic_path(tmp_path / "run.sh") as tmp:
+            tmp.write_text("#!/bin/sh\n")
+            tmp.chmod(0o755)  # a mode the writer set itself is kept
+        assert (tmp_path / "run.sh").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
