@@ -42,6 +42,7 @@ const requests = { local: 0, remote: [] };
 const browser = await puppeteer.launch({
     executablePath: args.chromium,
     headless: true,
+    protocolTimeout: timeout, // one CDP call may wait out a long WASM run on the page's main thread
     args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'],
 });
 let exitCode = 0;
@@ -59,6 +60,7 @@ try {
     await page.goto(args.url, { waitUntil: 'load' });
     await page.waitForFunction(
         () => !document.getElementById('ask').disabled || document.getElementById('answer').dataset.state === 'error',
+        { polling: 100 },
     );
     const loadStatus = await page.$eval('#status', (el) => el.textContent);
     if (await page.$eval('#answer', (el) => el.dataset.state === 'error')) throw new Error(`page: ${loadStatus}`);
@@ -71,7 +73,10 @@ try {
         await input.uploadFile(item.image);
         await page.$eval('#question', (el, q) => { el.value = q; }, item.question);
         await page.click('#ask');
-        await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('answer').dataset.state));
+        await page.waitForFunction(
+            () => ['done', 'error'].includes(document.getElementById('answer').dataset.state),
+            { polling: 100 }, // a timer, not requestAnimationFrame (throttled in headless pages)
+        );
         const state = await page.$eval('#answer', (el) => [el.dataset.state, el.textContent]);
         if (state[0] === 'error') throw new Error(`${item.id}: ${state[1]}`);
         const last = await page.evaluate(() => window.allavaLast);
