@@ -42,6 +42,10 @@ def test_run_failing_variant_and_cache(tiny_setup, tmp_path):
     assert q4["cache"] == {"hits": 0, "generated": n}
     assert q4["accuracy"]["world"]["headline"] is not None and q4["accuracy"]["world"]["delta"] is not None
     assert q4["agreement"]["n"] == n and q4["roofline"]["fraction"] > 0
+    ci = q4["accuracy"]["world"]["delta_ci"]  # the paired interval on real predictions (bench/harness/confidence.py)
+    assert ci["lo"] <= ci["hi"] and ci["resamples"] > 0
+    assert q4["accuracy"]["world"]["significant"] == (ci["lo"] > 0 or ci["hi"] < 0)
+    assert q4["accuracy"]["world"]["agreement"]["same"] <= n
     # the harness clock spans llama.cpp's own decode time, so its rate cannot exceed the engine's (2% for clock
     # granularity); the README's 0.961-0.974 is measured at 32 tokens x 3 repeats on the trained default (below)
     assert 0.5 < q4["overhead"]["ratio"] <= 1.02, q4["overhead"]
