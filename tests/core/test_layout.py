@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = ["allava", "synth", "train", "export", "quantize", "runtimes", "bench"]
 SCRIPTS = ["train/run.py", "train/init_checkpoint.py", "train/import_allava.py", "synth/run.py", "export/to_gguf.py",
            "export/check.py", "quantize/run.py", "bench/run.py", "bench/train_step_allava3b.py",
-           "bench/synth_concurrency.py", "bench/engines_allava3b.py", "bench/onnx_session_options.py", "export/to_onnx.py"]
+           "bench/synth_concurrency.py", "bench/engines_allava3b.py", "bench/onnx_session_options.py", "export/to_onnx.py",
+           "bench/llamacpp_settings_sweep.py", "train/prepare_data.py"]
 
 
 def test_no_stage_module_shadows_an_installed_or_stdlib_module():
