@@ -72,6 +72,9 @@ try {
         const input = await page.$('#image');
         await input.uploadFile(item.image);
         await page.$eval('#question', (el, q) => { el.value = q; }, item.question);
+        // the previous item left state 'done': clear it, so the wait below cannot return before this
+        // click's run has started (and read the previous item's result)
+        await page.$eval('#answer', (el) => { el.dataset.state = 'idle'; });
         await page.click('#ask');
         await page.waitForFunction(
             () => ['done', 'error'].includes(document.getElementById('answer').dataset.state),
