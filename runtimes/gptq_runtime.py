@@ -7,7 +7,7 @@ greedy loop, image path and timings apply; only the loading differs (kernel, dty
 The kernel ("backend" in GPTQModel's words) decides the speed. On a CPU the candidates are
 GPTQModel's ``gptq_torch_aten`` (torch's packed-int4 matmul, weights repacked once at load),
 ``gptq_torch_int8`` (weights as int8, int8 matmul), ``gptq_torch_fused`` and ``gptq_torch``
-(dequantizes every call). ``bench/gptq_kernels.py`` measures them on this host; the default order
+(dequantizes every call). ``bench/experiments/gptq_kernels.py`` measures them on this host; the default order
 below is its result on the project's CPUs (docs/experiments.md), and the first kernel that takes the
 variant's bits and group size is used. On CUDA GPTQModel's own choice ("auto": Marlin/ExLlama/Triton
 when installed) is kept. ``ALLAVA_GPTQ_KERNEL`` overrides both.
@@ -26,7 +26,7 @@ from runtimes.base import VariantError
 from runtimes.torch_runtime import TorchRuntime
 
 KERNEL_ENV = "ALLAVA_GPTQ_KERNEL"
-# fastest first on the project's CPUs (bench/gptq_kernels.py); bits each kernel takes
+# fastest first on the project's CPUs (bench/experiments/gptq_kernels.py); bits each kernel takes
 CPU_KERNELS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("gptq_torch_aten", (4,)),  # 4-bit decode 17.9 tok/s (Phi-2 width, 8 layers, 2 threads; dense bf16 8.9)
     ("gptq_torch_fused", (4,)),  # 16.9
@@ -62,7 +62,7 @@ class GptqRuntime(TorchRuntime):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.kernel = choose_kernel(self.bits, self.device.type == "cuda")
         # GPTQ folders load in half precision only; on CPU bfloat16 (the kernels take it; measured in
-        # bench/gptq_kernels.py), on CUDA float16 (what the GPU kernels are written for)
+        # bench/experiments/gptq_kernels.py), on CUDA float16 (what the GPU kernels are written for)
         dtype = dtype or ("float16" if self.device.type == "cuda" else "bfloat16")
         super().load(path, threads, dtype)
         return self

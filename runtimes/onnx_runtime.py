@@ -25,7 +25,7 @@ from allava.variant import Manifest
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
 
 GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
-# The session settings the runtime uses (bench/onnx_session_options.py measures the alternatives).
+# The session settings the runtime uses (bench/experiments/onnx_session_options.py measures the alternatives).
 SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential"}
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}

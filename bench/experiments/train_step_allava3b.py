@@ -1,6 +1,6 @@
 """Full-size ALLaVA-3B training step on CPU: build --random-init, forward + backward in bf16.
 
-    python bench/train_step_allava3b.py [--seq-len 32] [--threads 2]
+    python bench/experiments/train_step_allava3b.py [--seq-len 32] [--threads 2]
 
 Prints the parameter count (about 3.1B), peak RSS and the time of one forward and one backward
 pass on one 336 px image plus a short text, with the vision tower frozen as in the ALLaVA recipe.

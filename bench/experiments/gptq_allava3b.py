@@ -1,12 +1,12 @@
 """Benchmark: GPTQ at the ALLaVA-3B shape: quantization time and peak memory, size, then latency.
 
-  python bench/gptq_allava3b.py [--n-samples 8] [--bits 4] [--device laptop] [--skip-latency]
+  python bench/experiments/gptq_allava3b.py [--n-samples 8] [--bits 4] [--device laptop] [--skip-latency]
 
 Quantizes the random-weight ALLaVA-3B checkpoint (outputs/bench-allava3b/hf, built when missing,
 bf16) with the project's command (quantize/gptq_quantizer.py: GPTQModel on the CPU, every one of
 Phi-2's 32 layers, calibration samples with images from the built-in world) into the folder the
 full-size bench reads (outputs/bench-allava3b/gptq/W4G128), and prints the wall time, the
-quantizer's peak RSS and the sizes. Then, unless --skip-latency, it runs bench/engines_allava3b.py,
+quantizer's peak RSS and the sizes. Then, unless --skip-latency, it runs bench/experiments/engines_allava3b.py,
 whose one-run table puts GPTQ beside ONNX Runtime and llama.cpp. Random weights make calibration
 quality moot, so a few samples suffice (--n-samples; the time grows with it: the forward passes
 that collect each layer's inputs run once per sample). Not a test: figures belong to the host.
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORK = Path("outputs/bench-allava3b")
 
 
@@ -57,7 +57,7 @@ def main() -> int:
           f"(vision tower, projector, embeddings and lm_head stay float16)")
     if a.skip_latency:
         return 0
-    return subprocess.run([sys.executable, "bench/engines_allava3b.py", "--device", a.device], cwd=REPO).returncode
+    return subprocess.run([sys.executable, "bench/experiments/engines_allava3b.py", "--device", a.device], cwd=REPO).returncode
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: ONNX Runtime, llama.cpp and GPTQ at the ALLaVA-3B shape, on this host, in one run.
 
-  python bench/engines_allava3b.py [--device laptop] [--output-dir outputs/bench/engines-allava-3b]
+  python bench/experiments/engines_allava3b.py [--device laptop] [--output-dir outputs/bench/engines-allava-3b]
 
 Runs the bench harness (bench/run.py) on the random-weight ALLaVA-3B checkpoint with latency only,
 for ONNX Runtime int8 and q4, llama.cpp Q8_0, Q4_K_M and Q4_0 (each also with a Q8_0 projector,
@@ -10,7 +10,7 @@ same threads, image and prompt, and prints one table: TTFT, image encode, prefil
 peak RSS and size, the ggml CPU variant llama.cpp loaded, then upstream llama-bench's pp/tg on the same
 GGUF files (flash attention off and on). It builds whatever is missing (the checkpoint, GGUF F16 and ONNX fp32 as the
 quantizers' sources, the quantized variants): about 15 minutes from nothing on 2 cores, mostly
-exports, plus ~30 minutes for GPTQ (bench/gptq_allava3b.py builds it alone and prints its cost). The laptop profile (12 GiB) admits every one of these variants; the full report, plot and
+exports, plus ~30 minutes for GPTQ (bench/experiments/gptq_allava3b.py builds it alone and prints its cost). The laptop profile (12 GiB) admits every one of these variants; the full report, plot and
 JSON land in --output-dir. Not a test: the figures belong to the host (its CPU features are printed).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 VARIANTS = ["onnx:INT8", "onnx:Q4", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_0", "gguf:Q4_K_M-VQ8_0", "gguf:Q4_0-VQ8_0"]
 LLAMA_BENCH_VARIANTS = ["Q4_K_M", "Q4_0"]
-LLAMA_BENCH = Path(__file__).resolve().parents[1] / ".cache/llama-cpp-tools/bin/llama-bench"
+LLAMA_BENCH = Path(__file__).resolve().parents[2] / ".cache/llama-cpp-tools/bin/llama-bench"
 
 
 def llama_bench(exports: Path, threads: int, n_prompt: int, n_gen: int, ubatch: int) -> None:
@@ -57,7 +57,7 @@ def main() -> int:
     cmd = [sys.executable, "bench/run.py", "--model", "allava-3b", "--random-init", "--benchmarks", "none",
            "--device", a.device, "--variants", ",".join(variants), "--output-dir", str(a.output_dir),
            "--repeats", str(a.repeats), "--latency-tokens", str(a.latency_tokens)]
-    rc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1]).returncode
+    rc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2]).returncode
     results = a.output_dir / "results.json"
     if rc != 0 or not results.is_file():
         print(f"error: the bench run failed (exit {rc})", file=sys.stderr)

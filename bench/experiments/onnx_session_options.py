@@ -1,6 +1,6 @@
 """Benchmark: ONNX Runtime session settings for the ONNX runtime's decode loop, measured in one run.
 
-  python bench/onnx_session_options.py [--variant outputs/exports/onnx/variants/Q4] [--threads 2]
+  python bench/experiments/onnx_session_options.py [--variant outputs/exports/onnx/variants/Q4] [--threads 2]
 
 For each setting (graph optimisation level, CPU memory arena, execution mode) it loads the variant
 in a fresh process, warms up once, then times --runs generations of --tokens new tokens

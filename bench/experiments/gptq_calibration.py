@@ -1,6 +1,6 @@
 """Experiment: GPTQ calibrated on ALLaVA-4V samples with their images vs on the same text alone.
 
-  python bench/gptq_calibration.py [--checkpoint outputs/tiny] [--bits 4] [--seeds 0,1,2] [--n-samples 128]
+  python bench/experiments/gptq_calibration.py [--checkpoint outputs/tiny] [--bits 4] [--seeds 0,1,2] [--n-samples 128]
 
 For each seed and calibration kind, quantizes the checkpoint with the project's command
 (quantize/gptq_quantizer.py; the seed picks the calibration records, the same ones for both kinds)
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def heldout_predictions(model, processor, items) -> dict[str, str]:

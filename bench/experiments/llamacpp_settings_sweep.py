@@ -1,6 +1,6 @@
 """Benchmark: llama.cpp's engine settings one at a time, at the ALLaVA-3B shape, on this host.
 
-  python bench/llamacpp_settings_sweep.py [--exports outputs/bench-allava3b/gguf] [--variants Q4_0,Q4_K_M]
+  python bench/experiments/llamacpp_settings_sweep.py [--exports outputs/bench-allava3b/gguf] [--variants Q4_0,Q4_K_M]
       [--try n_ubatch=512,2048 --try flash_attn=off --try clip_flash_attn=off --try repack=false]
       [--cpu-variant haswell] [--repeats 2] [--tokens 16]
 
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRIES = ["n_ubatch=512,2048", "flash_attn=off", "clip_flash_attn=off", "repack=false"]
 
 

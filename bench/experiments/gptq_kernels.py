@@ -1,6 +1,6 @@
 """Benchmark: which GPTQ kernel is fastest *and correct* on this CPU, against dense PyTorch.
 
-  python bench/gptq_kernels.py [--layers 8] [--threads N] [--output-dir outputs/bench/gptq-kernels]
+  python bench/experiments/gptq_kernels.py [--layers 8] [--threads N] [--output-dir outputs/bench/gptq-kernels]
 
 Builds a random-weight model with ALLaVA-3B's widths (Phi-2: 2560 wide, MLP 10240, vocabulary
 51,200; CLIP-L at 336 px, so 576 image tokens) but only --layers decoder layers (the kernels'
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KERNELS = ["gptq_torch_aten", "gptq_torch_int8", "gptq_torch_fused", "gptq_torch"]
 REFERENCE_KERNEL = "gptq_torch"
 

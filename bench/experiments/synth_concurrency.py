@@ -5,7 +5,7 @@ against the scripted server on 127.0.0.1 and reads requests/s from each run's su
 The target is >= 10x at concurrency 16: with a 200 ms server, anything less means the pipeline
 (not the server) is the bottleneck.
 
-    python bench/synth_concurrency.py [--delay 0.2] [--requests-seq 20] [--requests-par 160]
+    python bench/experiments/synth_concurrency.py [--delay 0.2] [--requests-seq 20] [--requests-par 160]
 """
 
 import argparse
@@ -20,7 +20,7 @@ from PIL import Image
 
 from allava.openai_stub import StubServer
 
-RUN = pathlib.Path(__file__).resolve().parents[1] / "synth" / "run.py"
+RUN = pathlib.Path(__file__).resolve().parents[2] / "synth" / "run.py"
 
 
 def make_images(folder: pathlib.Path, n: int, offset: int) -> None:

@@ -1,6 +1,6 @@
 """Benchmark: CoreML conversion at the ALLaVA-3B shape: time, peak memory and package sizes per precision.
 
-  python bench/coreml_allava3b.py [--precisions fp16,int8,int4] [--chunk-layers 8] [--force]
+  python bench/experiments/coreml_allava3b.py [--precisions fp16,int8,int4] [--chunk-layers 8] [--force]
 
 Converts the random-weight ALLaVA-3B checkpoint (outputs/bench-allava3b/hf, built when missing,
 bf16) with the project's command (export/to_coreml.py: CLIP ViT-L/14-336 + projector, the token
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORK = Path("outputs/bench-allava3b")
 PEAK = re.compile(r"^peak RSS ([0-9.]+) GiB$", re.M)
 
