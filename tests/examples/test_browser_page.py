@@ -23,14 +23,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 from tests.export.test_onnx_transformersjs import (
-    CACHE,
     MAX_NEW_TOKENS,
     OTHER_SIZES,
     compare_inputs,
@@ -40,6 +38,7 @@ from tests.export.test_onnx_transformersjs import (
     token_mismatches,
     transformersjs_install,
 )
+from tests.npm_cache import NPM_CACHE, npm_install
 
 PUPPETEER = "puppeteer-core"
 PUPPETEER_VERSION = "25.19.0"  # drives Debian bookworm's chromium 156 over CDP
@@ -64,31 +63,8 @@ pytestmark = [
 
 def puppeteer_install() -> Path:
     """A cache folder holding node_modules/puppeteer-core at the pinned version (installed once, atomically)."""
-    final = CACHE.parent / "puppeteer-core" / PUPPETEER_VERSION
-    pkg = final / "node_modules" / PUPPETEER / "package.json"
-    if pkg.is_file() and json.loads(pkg.read_text())["version"] == PUPPETEER_VERSION:
-        return final
-    if final.exists():
-        pytest.fail(f"{final}: exists but holds no complete {PUPPETEER}@{PUPPETEER_VERSION} install; delete it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{PUPPETEER_VERSION}.", suffix=".tmp", dir=final.parent))
-    try:
-        (stage / "package.json").write_text(json.dumps(
-            {"name": "allava-edge-puppeteer", "private": True, "dependencies": {PUPPETEER: PUPPETEER_VERSION}}) + "\n")
-        env = {**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"}
-        p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=stage, env=env,
-                           capture_output=True, text=True, timeout=900)
-        if p.returncode != 0 or not (stage / "node_modules" / PUPPETEER / "package.json").is_file():
-            pytest.fail(f"npm install {PUPPETEER}@{PUPPETEER_VERSION} failed (rc {p.returncode}):\n"
-                        f"{(p.stdout + p.stderr)[-3000:]}")
-        try:
-            os.rename(stage, final)
-        except OSError:
-            if not pkg.is_file():
-                raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return final
+    return npm_install(NPM_CACHE / "puppeteer-core" / PUPPETEER_VERSION, PUPPETEER, PUPPETEER_VERSION,
+                       env={"PUPPETEER_SKIP_DOWNLOAD": "1"}, timeout=900)
 
 
 @pytest.fixture(scope="module")

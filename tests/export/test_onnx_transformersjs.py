@@ -26,20 +26,19 @@ the npm registry; the CPU runtime ships in the package).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import HELDOUT, REPO, TRAINED, needs_trained
+from tests.npm_cache import NPM_CACHE, npm_install, package_version
 
 TRANSFORMERSJS = "@huggingface/transformers"
 TRANSFORMERSJS_VERSION = "4.3.2"  # verified: fp32 tokens identical to PyTorch on the random and the trained tiny model
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "allava-edge" / "transformersjs"
+CACHE = NPM_CACHE / "transformersjs"
 SCRIPT = REPO / "tests/export/transformersjs_generate.mjs"
 N_PROMPTS = 6  # random tiny model, fp32
 # (width, height): larger and smaller than the native 96, square and both orientations, extreme aspect ratios
@@ -58,38 +57,14 @@ def _python(*args: str) -> subprocess.CompletedProcess:
 
 
 def _installed(folder: Path) -> bool:
-    pkg = folder / "node_modules" / TRANSFORMERSJS / "package.json"
-    ort = folder / "node_modules" / "onnxruntime-node" / "package.json"
-    return pkg.is_file() and ort.is_file() and json.loads(pkg.read_text())["version"] == TRANSFORMERSJS_VERSION
+    return (package_version(folder, TRANSFORMERSJS) == TRANSFORMERSJS_VERSION
+            and package_version(folder, "onnxruntime-node") is not None)
 
 
 def transformersjs_install() -> Path:
     """The cache folder holding node_modules/@huggingface/transformers at the pinned version (installed once)."""
-    final = CACHE / TRANSFORMERSJS_VERSION
-    if _installed(final):
-        return final
-    if final.exists():
-        pytest.fail(f"{final}: exists but holds no complete {TRANSFORMERSJS}@{TRANSFORMERSJS_VERSION} install; delete it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{TRANSFORMERSJS_VERSION}.", suffix=".tmp", dir=final.parent))
-    try:
-        (stage / "package.json").write_text(json.dumps(
-            {"name": "allava-edge-transformersjs", "private": True,
-             "dependencies": {TRANSFORMERSJS: TRANSFORMERSJS_VERSION}}, indent=2) + "\n")
-        env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
-        p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=stage, env=env,
-                           capture_output=True, text=True, timeout=1200)
-        if p.returncode != 0 or not _installed(stage):
-            pytest.fail(f"npm install {TRANSFORMERSJS}@{TRANSFORMERSJS_VERSION} failed (rc {p.returncode}):\n"
-                        f"{(p.stdout + p.stderr)[-3000:]}")
-        try:
-            os.rename(stage, final)
-        except OSError:
-            if not _installed(final):  # anything but another run having finished the same install first
-                raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return final
+    return npm_install(CACHE / TRANSFORMERSJS_VERSION, TRANSFORMERSJS, TRANSFORMERSJS_VERSION,
+                       env={"ONNXRUNTIME_NODE_INSTALL": "skip"}, complete=_installed)
 
 
 @pytest.fixture(scope="module")
