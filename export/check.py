@@ -143,14 +143,16 @@ class ReferenceRun:
             self.accuracy, self.predictions = scored["exact_match"], scored["predictions"]
 
 
-def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True) -> dict[str, Any]:
-    """Run the parity measurement of one variant in this process (with whatever engine builds it imports)."""
+def measure(ref: ReferenceRun, variant: Path, tie_eps: float, threads: int | None, progress: bool = True,
+            settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the parity measurement of one variant in this process (with whatever engine builds it imports);
+    ``settings``: the engine's load settings (e.g. {"type_k": "q8_0"}), for measuring a runtime cut."""
     from export.parity import heldout_accuracy, run_parity, same_answer_rate
     from runtimes import detect_format, load_runtime
 
     fmt = get_format(detect_format(variant))
     stand_in = fmt.stand_in_class()  # the engine cannot run here: its stand-in runs the variant's own programs
-    cand = stand_in().load(variant, threads) if stand_in else load_runtime(variant, threads)
+    cand = stand_in().load(variant, threads) if stand_in else load_runtime(variant, threads, settings=settings)
     res = run_parity(None, cand, ref.prompts, ref.n_tokens, tie_eps, progress, refs=ref.results)
     res["summary"]["prompts"] = ref.source
     if ref.accuracy is not None:  # what a lower precision costs in answers, on the same questions

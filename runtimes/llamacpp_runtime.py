@@ -13,6 +13,7 @@ import collections
 import contextlib
 import ctypes
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from PIL import Image
 from allava.variant import Manifest
 from runtimes import native_loop
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
-from runtimes.llamacpp_settings import FLASH_ATTN, LlamaCppSettings
+from runtimes.llamacpp_settings import FLASH_ATTN, KV_TYPES, LlamaCppSettings
 
 
 class LlamaCppError(RuntimeError):
@@ -36,6 +37,11 @@ class LlamaCppLoadError(LlamaCppError, VariantError):
 
 _LOG: collections.deque[str] = collections.deque(maxlen=40)
 _LOG_CB = None
+# llama.cpp's and libmtmd's own statements of what they allocated ("... buffer size = N MiB"), kept
+# whole (the ring above drops them) in the list of the runtime that last called into llama.cpp (its
+# load, context or prefill sets it): LlamaCppRuntime.engine_memory reads them
+_MEM_SINK: list[list[str]] = [[]]
+_MEM_RE = re.compile(r"^(?P<who>\w+):\s+(?P<what>.*?)\s*(?:buffer size|model size:)\s*=?\s*(?P<mib>[\d.]+) MiB")
 
 
 def install_logger() -> None:
@@ -52,6 +58,8 @@ def install_logger() -> None:
     def cb(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         s = text.decode("utf-8", errors="replace")
         _LOG.append(s)
+        if "MiB" in s and ("buffer size" in s or "model size:" in s):
+            _MEM_SINK[0].append(s.strip())
         if verbose:
             print(s, end="", flush=True)
 
@@ -86,6 +94,33 @@ class LlamaCppRuntime(Runtime):
     def reset_perf_counters(self) -> None:
         self.L.llama_perf_context_reset(self.ctx)
 
+    def engine_memory(self) -> dict[str, Any]:
+        """What llama.cpp and libmtmd said they allocated since this runtime's load, in MiB, by part.
+
+        From their log lines ("load_tensors: CPU_Mapped model buffer size = N MiB", "llama_kv_cache:
+        CPU KV buffer size", "sched_reserve: CPU compute buffer size", clip's "load_hparams: model
+        size" and "reserve_compute_meta: CPU compute buffer size"); the last statement of each wins
+        (a grown context re-states its cache and compute buffers)."""
+        parts: dict[str, float] = {}
+        for line in self._mem_lines:
+            m = _MEM_RE.match(line)
+            if not m:
+                continue
+            who, what, mib = m["who"], m["what"].lower(), float(m["mib"])
+            if who == "load_tensors":  # the language model's weights, by buffer type
+                key = ("lm_weights_mapped" if "mapped" in what else "lm_weights_repacked" if "repack" in what
+                       else "lm_weights_copied")
+                parts[key] = parts.get(key, 0.0) + mib
+                continue
+            key = {"llama_kv_cache": "kv_cache", "sched_reserve": "lm_compute", "load_hparams": "vision_weights",
+                   "reserve_compute_meta": "vision_compute"}.get(who)
+            if key is None and "output" in what:
+                key = "lm_output"
+            if key:
+                parts[key] = mib
+        return {"components_mib": parts, "n_ctx": self.n_ctx, "type_k": self.settings.get("type_k"),
+                "type_v": self.settings.get("type_v"), "files": [str(p) for p in self.files]}
+
     def load(self, variant_path: str | Path, threads: int | None = None, n_ctx: int | None = None,
              model_file: str | None = None, mmproj_file: str | None = None, **settings: Any) -> LlamaCppRuntime:
         """Open the variant's GGUF pair; ``settings`` are LlamaCppSettings fields (engine settings from
@@ -98,6 +133,8 @@ class LlamaCppRuntime(Runtime):
         cfg = LlamaCppSettings.from_mapping(settings)
         self.L, self.M = L, M
         install_logger()
+        self._mem_lines: list[str] = []
+        _MEM_SINK[0] = self._mem_lines
         t0 = time.perf_counter()
         vdir = Path(variant_path)
         self.variant = vdir
@@ -108,6 +145,7 @@ class LlamaCppRuntime(Runtime):
             mmproj_file = mmproj_file or man.files["mmproj"]
             precision = man.precision
         lm_path, mm_path = vdir / model_file, vdir / mmproj_file
+        self.files = [lm_path, mm_path]
         for p in (lm_path, mm_path):
             if not p.is_file():
                 raise LlamaCppLoadError(f"{p}: missing")
@@ -122,22 +160,15 @@ class LlamaCppRuntime(Runtime):
         self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
         if not self.model:
             raise LlamaCppLoadError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
-        self.n_ctx = cfg.n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
-        n_ubatch = min(cfg.n_ubatch, self.n_ctx)
-        self.n_batch = min(cfg.n_batch or n_ubatch, self.n_ctx)
-        cp = L.llama_context_default_params()
-        cp.n_ctx = self.n_ctx
-        cp.n_batch = self.n_batch
-        cp.n_ubatch = min(n_ubatch, self.n_batch)
-        cp.n_threads = self.threads
-        cp.n_threads_batch = self.threads
-        cp.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
-        cp.no_perf = False
-        self.settings = {**cfg.as_dict(), "n_ctx": self.n_ctx, "n_batch": self.n_batch, "n_ubatch": int(cp.n_ubatch),
-                         "repack": bool(mp.use_extra_bufts)}
-        self.ctx = L.llama_init_from_model(self.model, cp)
-        if not self.ctx:
-            raise LlamaCppError(f"{lm_path}: could not create a context: {_last_errors()}")
+        self.cfg = cfg
+        self.n_ctx_max = cfg.n_ctx or min(int(L.llama_model_n_ctx_train(self.model)), 4096)
+        n_ubatch = min(cfg.n_ubatch, self.n_ctx_max)
+        self.n_batch = min(cfg.n_batch or n_ubatch, self.n_ctx_max)
+        self.settings = {**cfg.as_dict(), "n_batch": self.n_batch, "n_ubatch": min(n_ubatch, self.n_batch),
+                         "repack": bool(mp.use_extra_bufts),
+                         "n_ctx_policy": "fixed" if cfg.n_ctx else "sized to the need of the run"}
+        self.ctx = None
+        self._make_context(cfg.n_ctx or min(cfg.ctx_floor, self.n_ctx_max), lm_path)
         self.vocab = L.llama_model_get_vocab(self.model)
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self.n_embd = int(L.llama_model_n_embd(self.model))
@@ -166,6 +197,33 @@ class LlamaCppRuntime(Runtime):
             self._native_fns = (addr(L.llama_decode), addr(L.llama_sampler_sample), addr(L.llama_vocab_is_eog))
         self.load_s = time.perf_counter() - t0
         return self
+
+    def _make_context(self, n_ctx: int, where: Path | None = None) -> None:
+        """(Re)create the llama context with ``n_ctx`` positions (the old one, cache included, is freed first)."""
+        L, cfg = self.L, self.cfg
+        _MEM_SINK[0] = self._mem_lines
+        if self.ctx:
+            L.llama_free(self.ctx)
+            self.ctx = None
+        cp = L.llama_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_batch = self.n_batch
+        cp.n_ubatch = self.settings["n_ubatch"]
+        cp.n_threads = self.threads
+        cp.n_threads_batch = self.threads
+        cp.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
+        cp.type_k, cp.type_v = KV_TYPES[cfg.type_k], KV_TYPES[cfg.type_v]
+        cp.no_perf = False
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            raise LlamaCppError(f"{where or self.variant}: could not create a context (n_ctx {n_ctx}, type_k "
+                                f"{cfg.type_k}, type_v {cfg.type_v}, flash_attn {cfg.flash_attn}): {_last_errors()}")
+        self.n_ctx = self.settings["n_ctx"] = int(L.llama_n_ctx(self.ctx))
+
+    def _fit_context(self, need: int) -> None:
+        """Grow the automatic context to hold ``need`` positions (a fixed n_ctx never changes)."""
+        if self.cfg.n_ctx is None and need > self.n_ctx:
+            self._make_context(self.cfg.auto_ctx(need, self.n_ctx, self.n_ctx_max))
 
     # -- low-level helpers -------------------------------------------------------------------
     def _reset(self) -> None:
@@ -251,10 +309,13 @@ class LlamaCppRuntime(Runtime):
             raise LlamaCppError("mtmd_bitmap_init failed")
         return bmp
 
-    def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, int, dict]:
-        """Tokenize with libmtmd, encode the image, decode everything; returns last logits, n_past, timings."""
+    def _prefill(self, image: Image.Image | None, prompt: str, n_after: int = 0) -> tuple[np.ndarray, int, dict]:
+        """Tokenize with libmtmd, encode the image, decode everything; returns last logits, n_past, timings.
+
+        ``n_after``: positions the caller will decode after the prompt (new tokens, a continuation),
+        so that an automatic context is grown to the whole request before the prompt goes in."""
         L, M = self.L, self.M
-        self._reset()
+        _MEM_SINK[0] = self._mem_lines
         if image is None:
             text = prompt.replace(IMAGE_MARKER, "")
         else:
@@ -271,6 +332,8 @@ class LlamaCppRuntime(Runtime):
             rc = M.mtmd_tokenize(self.mctx, chunks, ctypes.byref(inp), arr, len(bitmaps))
             if rc != 0:
                 raise LlamaCppError(f"mtmd_tokenize failed ({rc}): {_last_errors()}")
+            self._fit_context(int(M.mtmd_helper_get_n_pos(chunks)) + n_after)
+            self._reset()
             n_past, last = 0, None
             for i in range(M.mtmd_input_chunks_size(chunks)):
                 chunk = M.mtmd_input_chunks_get(chunks, i)
@@ -326,7 +389,7 @@ class LlamaCppRuntime(Runtime):
         if not greedy:
             raise NotImplementedError("only greedy decoding is implemented (parity and accuracy use it)")
         t_start = time.perf_counter()
-        logits, n_past, tm = self._prefill(image, prompt)
+        logits, n_past, tm = self._prefill(image, prompt, max_new_tokens)
         tok = int(np.argmax(logits))
         ttft = time.perf_counter() - t_start
         loop = self._decode_loop_native if self._native else self._decode_loop_python
@@ -341,7 +404,7 @@ class LlamaCppRuntime(Runtime):
         return GenerationResult(text.decode("utf-8", errors="replace"), ids, timings)
 
     def score(self, image: Image.Image | None, prompt: str, continuation_ids: list[int]) -> np.ndarray:
-        first, n_past, _ = self._prefill(image, prompt)
+        first, n_past, _ = self._prefill(image, prompt, len(continuation_ids))
         if len(continuation_ids) <= 1:
             return first[None, :]
         rest = self._decode(list(continuation_ids[:-1]), n_past, logits_all=True)

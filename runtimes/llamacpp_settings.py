@@ -14,6 +14,13 @@ Defaults are the measured best for one image question on CPU (docs/experiments.m
 * ``repack`` "auto": on for Q4_0 (ggml's 8x8 repacked GEMM: prefill 49 vs 33 tok/s, decode faster
   too), off for the K-quant mixes (Q4_K_M prefill 80 vs 51 tok/s without the repacked Q4_K layout,
   decode 8 vs 9 tok/s); true/false force it.
+* ``n_ctx`` None: sized to the need of the run (docs/memory.md). The context starts at
+  ``ctx_floor`` positions and grows, in steps of 256, to the largest request seen (image tokens +
+  prompt + max new tokens), never past the model's training context: an image question on
+  ALLaVA-3B needs ~650-1,000 positions, and every position of an f16 cache costs 320 KiB on Phi-2.
+  An integer fixes it (what a phone app that must never re-allocate would do).
+* ``type_k`` / ``type_v``: the KV cache's element type (llama.cpp's --cache-type-k/-v). f16 by
+  default; q8_0 halves the cache (a quantized V needs flash attention, which "auto" gives on CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+# llama.cpp's --cache-type-k/-v names -> ggml_type ids (ggml.h)
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "iq4_nl": 20, "bf16": 30}
+CTX_STEP = 256  # positions the automatic context grows by (llama.cpp pads the cache to 256 anyway)
 
 
 class EngineSettingsError(ValueError):
@@ -37,6 +47,9 @@ class LlamaCppSettings:
     flash_attn: str = "auto"  # language model: auto | on | off
     clip_flash_attn: str = "auto"  # libmtmd's CLIP encoder: auto | on | off
     repack: bool | str = "auto"  # ggml's repacked CPU weight layouts (use_extra_bufts): auto | true | false
+    type_k: str = "f16"  # KV cache key type (KV_TYPES)
+    type_v: str = "f16"  # KV cache value type; quantized needs flash attention
+    ctx_floor: int = 256  # the automatic context's first size, before any request asked for more
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, where: str = "gguf engine settings") -> LlamaCppSettings:
@@ -50,6 +63,9 @@ class LlamaCppSettings:
             if key in ("flash_attn", "clip_flash_attn"):
                 if value not in FLASH_ATTN:
                     raise EngineSettingsError(f"{where}: {key} must be one of {sorted(FLASH_ATTN)}, not {value!r}")
+            elif key in ("type_k", "type_v"):
+                if value not in KV_TYPES:
+                    raise EngineSettingsError(f"{where}: {key} must be one of {sorted(KV_TYPES)}, not {value!r}")
             elif key == "repack":
                 if not isinstance(value, bool) and value != "auto":
                     raise EngineSettingsError(f"{where}: {key} must be true, false or \"auto\", not {value!r}")
@@ -62,6 +78,13 @@ class LlamaCppSettings:
         if isinstance(self.repack, bool):
             return self.repack
         return "_K" not in lm_precision.upper()  # measured: the K-quant mixes prefill faster unpacked
+
+    def auto_ctx(self, need: int, current: int, limit: int) -> int:
+        """The automatic context for a request of ``need`` positions: ``current`` when it fits, else
+        ``need`` rounded up to CTX_STEP, at most ``limit`` (the model's training context)."""
+        if need <= current:
+            return current
+        return min(limit, -(-need // CTX_STEP) * CTX_STEP)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

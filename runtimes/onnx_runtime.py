@@ -23,6 +23,7 @@ from PIL import Image
 from allava.preprocess import ImagePreprocessor, PromptTokenizer
 from allava.variant import Manifest
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
+from runtimes.memory_stats import status_mib
 
 GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
 # The session settings the runtime uses (bench/experiments/onnx_session_options.py measures the alternatives).
@@ -57,15 +58,19 @@ class OnnxRuntime(Runtime):
         self.session_settings = settings
         self.threads = threads
         sessions = {}
+        self.files = [vdir / f for f in man.files.values()]
+        self._session_mib: dict[str, float] = {}
         for role in GRAPH_ROLES:
             path = vdir / man.files[role]
             if not path.is_file():
                 raise VariantError(f"{path}: missing (listed in {vdir}'s manifest as {role})")
+            anon0 = status_mib().get("RssAnon", 0.0)
             try:
                 sessions[role] = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - ORT raises its own types for truncated or foreign files
                 raise VariantError(f"{path}: ONNX Runtime could not load it ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:300]}); expected an ONNX graph from export/to_onnx.py") from exc
+            self._session_mib[f"session_{role}"] = status_mib().get("RssAnon", 0.0) - anon0
         self.vision, self.embed, self.decoder = (sessions[r] for r in GRAPH_ROLES)
         try:
             self.pre = ImagePreprocessor.from_folder(self.folder)
@@ -83,6 +88,12 @@ class OnnxRuntime(Runtime):
         self.embeds_dtype = _NP_DTYPE[self.decoder.get_inputs()[0].type]
         self.load_s = time.perf_counter() - t0
         return self
+
+    def engine_memory(self) -> dict[str, Any]:
+        """RssAnon growth around each InferenceSession (initializers copied out of the file, prepacked
+        weights, the session's planned buffers), in MiB; ONNX Runtime states no buffer sizes itself."""
+        return {"components_mib": {k: round(v, 1) for k, v in self._session_mib.items()},
+                "session_settings": self.session_settings, "files": [str(p) for p in self.files]}
 
     @classmethod
     def build_info(cls) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from allava.fileio import atomic_path, write_text_atomic
+from bench.harness import memory_report
 
 LATENCY_COLUMNS = ["bits_per_weight", "load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s",
                    "decode_tok_s_std", "peak_rss_mb", "size_mib", "roofline_fraction", "native_overhead_ratio",
@@ -234,6 +235,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_judge_cell(results, b['name']) if b['judged'] else '–'} |")
         lines += ["", "Limits are stratified, seeded subsamples (world: by question type); `--limit N` changes them, "
                   "`--limit 0` runs everything.", ""]
+    lines += memory_report.markdown_lines(results)  # where each variant's peak RSS goes
     bad = [v for v in results["variants"] if v["status"] not in ("ok", "not runnable")]
     elsewhere = [v for v in results["variants"] if v["status"] == "not runnable"]
     over = [v for v in results["variants"] if v.get("over_budget")]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from allava.formats import Format, Precision, get_format
-from bench.harness import accuracy, latency, roofline
+from bench.harness import accuracy, latency, memory, roofline
 from bench.harness.cache import PredictionCache, prediction_key
 from bench.harness.hostinfo import host_facts
 from bench.harness.profiles import DeviceProfile, load_profile
@@ -196,6 +196,8 @@ def run_variant(v: Variant, entry: dict[str, Any], suites: list[Suite], cfg: Ben
         entry["overhead"]["decode_loop"] = res.get("decode_loop")
     entry["runtime_build"] = res.get("build_info")
     entry["engine_settings"] = res.get("engine_settings")
+    entry["memory"] = None if stand_in else memory.breakdown(res.get("memory_stages") or [], res.get("engine_memory"))
+    entry["torch_imported"] = res.get("torch_imported")
     entry["prediction_errors"] = res.get("prediction_errors", 0)
     if rc == 0 and res.get("ok"):
         entry["status"] = "ok"

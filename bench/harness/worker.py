@@ -6,8 +6,13 @@ kills only this variant; and CPU affinity / thread counts are set before any lib
 
   python -m bench.harness.worker JOB.pkl OUT_DIR
 
-writes OUT_DIR/result.json (load, latency, errors) and OUT_DIR/predictions.jsonl (one line per
-generated item, flushed as it goes, so a crash mid-way keeps what was done).
+writes OUT_DIR/result.json (load, latency, errors, memory stages) and OUT_DIR/predictions.jsonl (one
+line per generated item, flushed as it goes, so a crash mid-way keeps what was done).
+
+Memory: /proc snapshots at each stage (runtimes/memory_stats.py) and the engine's own statement of
+its buffers (``engine_memory``) go into result.json; bench/harness/memory.py turns them into the
+breakdown. The worker imports no torch for a GGUF or ONNX variant (``torch_imported`` records it):
+its peak is the format's, not PyTorch's.
 """
 
 from __future__ import annotations
@@ -57,20 +62,35 @@ def _perf_reset(rt: Any) -> None:
         rt.reset_perf_counters()
 
 
+def _engine_memory(rt: Any) -> dict[str, Any]:
+    fn = getattr(rt, "engine_memory", None)
+    return fn() if callable(fn) else {}
+
+
 def run(job: dict[str, Any], out_dir: Path) -> int:
+    from runtimes.memory_stats import snapshot
+
+    stages = [snapshot("start")]
     from runtimes import load_runtime
     from runtimes.base import peak_rss_mb
 
-    result: dict[str, Any] = {"ok": False, "pid": os.getpid()}
+    result: dict[str, Any] = {"ok": False, "pid": os.getpid(), "memory_stages": stages}
     res_path = out_dir / "result.json"
+    files: list[str] = []
+
+    def stage(name: str) -> None:
+        stages.append(snapshot(name, files))
 
     def dump() -> None:
         result["peak_rss_mb"] = peak_rss_mb()
+        result["torch_imported"] = "torch" in sys.modules
         res_path.write_text(json.dumps(result, indent=1))
 
     if job.get("cpus"):
         os.sched_setaffinity(0, job["cpus"])
     result["cpus"] = sorted(os.sched_getaffinity(0))
+    _image(None, 8)  # PIL's drawing modules: imported before the engine, counted as harness
+    stage("before_load")
     try:
         t0 = time.perf_counter()
         if job.get("runtime"):  # the format's stand-in (the engine cannot run on this host)
@@ -87,6 +107,8 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
         dump()
         return 2
     result["rss_after_load_mb"] = peak_rss_mb()
+    files[:] = [str(f) for f in getattr(rt, "files", [])]
+    stage("after_load")
     result["decode_loop"] = getattr(rt, "decode_loop", None)  # e.g. a compiled or an interpreted decode loop
     result["build_info"] = rt.build_info() if rt.supports("build_info") else None
     result["engine_settings"] = getattr(rt, "settings", None) or job.get("settings") or None  # the values in effect
@@ -101,6 +123,8 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
                 _perf_reset(rt)
                 g = rt.generate(image, lat["prompt"], lat["max_new_tokens"], ignore_eos=True)
                 reps.append({**g.timings.as_dict(), "peak_rss_mb": peak_rss_mb(), "perf": _perf(rt)})
+                if len(reps) == 1:
+                    stage("after_generation")
             result["latency"] = reps
     except Exception as exc:  # noqa: BLE001
         result["error"] = f"generation failed: {type(exc).__name__}: {exc}"
@@ -122,6 +146,9 @@ def run(job: dict[str, Any], out_dir: Path) -> int:
             fh.flush()
     result.update(ok=True, prediction_s=time.perf_counter() - t_pred, n_requests=len(job["requests"]),
                   prediction_errors=errors)
+    stage("end")
+    result["engine_memory"] = _engine_memory(rt)
+    result["engine_settings"] = getattr(rt, "settings", None) or result["engine_settings"]  # e.g. a grown context
     dump()
     rt.close()
     return 0

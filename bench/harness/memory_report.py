@@ -1,0 +1,54 @@
+"""The report's "Memory breakdown" section: one table per variant, from results.json's ``memory``.
+
+Why its own module: the breakdown is the answer to "why does this variant not fit", so it shows
+every component with how it was measured (bench/harness/memory.py), and report.py only calls
+``markdown_lines``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def markdown_lines(results: dict[str, Any]) -> list[str]:
+    """Markdown lines of the section ([] when no variant carries a breakdown)."""
+    budget = (results.get("device") or {}).get("memory_budget_gib")
+    rows = [v for v in results.get("variants", []) if v.get("memory")]
+    if not rows:
+        return []
+    lines = ["## Memory breakdown (MiB; the components add up to the measured peak RSS)", ""]
+    if budget:
+        lines.append(f"Budget: {budget} GiB ({budget * 1024:.0f} MiB). Method per row: bench/harness/memory.py.")
+        lines.append("")
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # one table per engine (its own components)
+    for v in rows:
+        groups.setdefault(tuple(c["name"] for c in v["memory"]["components"]), []).append(v)
+    for names, group in groups.items():
+        lines += ["| variant | peak RSS | " + " | ".join(_short(n) for n in names) + " |",
+                  "|" + " --- |" * (2 + len(names))]
+        lines += [_row(v, v["memory"]) for v in group]
+        lines.append("")
+    settings = [v for v in rows if v.get("engine_settings")]
+    if settings:
+        lines.append("Context and KV cache per variant: " + "; ".join(
+            f"{v['name']}: n_ctx {v['engine_settings'].get('n_ctx')}, K {v['engine_settings'].get('type_k', '-')}, "
+            f"V {v['engine_settings'].get('type_v', '-')}" for v in settings if "n_ctx" in v["engine_settings"]))
+        lines.append("")
+    lines += ["How each component is measured:", ""]
+    seen: set[str] = set()
+    for v in rows:
+        for c in v["memory"]["components"]:
+            key = _short(c["name"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"- {key}: {c['method']}")
+    lines.append("")
+    return lines
+
+
+def _short(name: str) -> str:
+    return name.replace(" (engine statement)", "*")
+
+
+def _row(v: dict[str, Any], m: dict[str, Any]) -> str:
+    return (f"| {v['name']} | {m['peak_mib']:.0f} | " + " | ".join(f"{c['mib']:.0f}" for c in m["components"]) + " |")
