@@ -47,6 +47,8 @@ class Precision:
     bits_per_weight: float
     made_by: tuple[str, ...]  # stages that write it: "export", "quantize"; the first is what the bench runs
     vision_bits: float = 16.0
+    # llama.cpp refuses to write it without an importance matrix (llama-quant.cpp tensor_requires_imatrix)
+    needs_imatrix: bool = False
 
     @property
     def cli(self) -> str:
@@ -197,6 +199,12 @@ _GGUF_QUANT_BITS = {  # llama.cpp's quoted average bits per weight for each mix 
     "Q6_K": 6.56, "Q5_K_M": 5.69, "Q5_K_S": 5.54, "Q5_0": 5.5, "Q5_1": 6.0, "Q4_K_M": 4.9, "Q4_K_S": 4.58,
     "Q4_0": 4.5, "Q4_1": 5.0, "Q3_K_M": 3.91, "Q2_K": 2.96,
 }
+# the low-bit mixes a phone-sized model may want; best made with an importance matrix
+# (quantize/gguf_imatrix.py: --imatrix auto), and required by llama.cpp for the ones flagged True
+_GGUF_LOW_BIT = {  # name: (llama.cpp's quoted bits per weight, needs an imatrix)
+    "Q3_K_S": (3.41, False), "IQ4_XS": (4.25, False), "IQ4_NL": (4.5, False), "IQ3_M": (3.66, False),
+    "IQ3_XXS": (3.06, True), "IQ2_M": (2.7, True),
+}
 
 
 def split_gguf_precision(name: str) -> tuple[str, str | None]:
@@ -215,6 +223,7 @@ register(Format(
         Precision("BF16", 16.0, ("export",)),
         Precision("Q8_0", 8.5, ("quantize", "export")),  # llama.cpp's quantizer; the writer can too
         *(Precision(name, bits, ("quantize",)) for name, bits in _GGUF_QUANT_BITS.items()),
+        *(Precision(name, bits, ("quantize",), needs_imatrix=need) for name, (bits, need) in _GGUF_LOW_BIT.items()),
         # the language model at NAME with the vision projector (CLIP + MLP, mmproj) at Q8_0 instead of F16:
         # CLIP's matmuls then run llama.cpp's int8 kernels (image encode ~2-3x faster, half the mmproj bytes)
         *(Precision(f"{name}{GGUF_VISION_SUFFIX}Q8_0", bits, ("quantize",), vision_bits=8.5)
