@@ -55,7 +55,8 @@ def collect(checkpoint: Path, spec: CalibrationSpec, progress: bool = True) -> t
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     samples = build_samples(spec, processor)
-    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    # the stored dtype (bf16 for ALLaVA-3B: half the memory of fp32); the sums are taken in float64
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype="auto").eval()
     stats: dict[str, list[Any]] = {}
     hooks = []
 

@@ -68,7 +68,7 @@ def _link(src: str, dst: str) -> None:
 
 def check(a: argparse.Namespace, types: list[str], seeds: list[int]) -> None:
     cmd = [sys.executable, "export/check.py", str(a.checkpoint), *map(str, variant_dirs(a.work, types, seeds)),
-           "-n", str(a.n), "--accuracy", str(a.accuracy), "--no-thresholds", "--quiet"]
+           "-n", str(a.n), "--accuracy", str(a.accuracy), "--no-thresholds", "--no-stock", "--quiet"]
     if a.heldout:
         cmd += ["--heldout", str(a.heldout)]
     print("+", " ".join(cmd), flush=True)
