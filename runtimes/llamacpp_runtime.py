@@ -156,7 +156,10 @@ class LlamaCppRuntime(Runtime):
         L.llama_backend_init()
         mp = L.llama_model_default_params()
         mp.n_gpu_layers = 0
-        mp.use_extra_bufts = cfg.repack_for(precision or Path(model_file).stem)
+        lm_precision = precision or Path(model_file).stem.split("-")[-1]
+        mp.use_extra_bufts = cfg.repack_for(lm_precision)
+        use_mmap = cfg.mmap_for(bool(mp.use_extra_bufts), lm_precision)
+        mp.load_mode = L.LLAMA_LOAD_MODE_MMAP if use_mmap else L.LLAMA_LOAD_MODE_NONE
         self.model = L.llama_model_load_from_file(str(lm_path).encode(), mp)
         if not self.model:
             raise LlamaCppLoadError(f"{lm_path}: llama.cpp could not load the model: {_last_errors()}")
@@ -165,7 +168,7 @@ class LlamaCppRuntime(Runtime):
         n_ubatch = min(cfg.n_ubatch, self.n_ctx_max)
         self.n_batch = min(cfg.n_batch or n_ubatch, self.n_ctx_max)
         self.settings = {**cfg.as_dict(), "n_batch": self.n_batch, "n_ubatch": min(n_ubatch, self.n_batch),
-                         "repack": bool(mp.use_extra_bufts),
+                         "repack": bool(mp.use_extra_bufts), "mmap": use_mmap,
                          "n_ctx_policy": "fixed" if cfg.n_ctx else "sized to the need of the run"}
         self.ctx = None
         self._make_context(cfg.n_ctx or min(cfg.ctx_floor, self.n_ctx_max), lm_path)

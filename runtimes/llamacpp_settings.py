@@ -19,6 +19,10 @@ Defaults are the measured best for one image question on CPU (docs/experiments.m
   prompt + max new tokens), never past the model's training context: an image question on
   ALLaVA-3B needs ~650-1,000 positions, and every position of an f16 cache costs 320 KiB on Phi-2.
   An integer fixes it (what a phone app that must never re-allocate would do).
+* ``mmap`` "auto": off when a quantized model is repacked, on otherwise (float weights: nothing to repack). A repacked tensor is a copy in
+  anonymous memory, and the mapped file pages it was read from stay resident beside it (Q4_0 at
+  full size: 3,878 MiB peak, ~1.5 GiB counted twice; docs/memory.md); read() into the buffers
+  leaves them in the page cache only. Unrepacked weights are used in place from the mapping.
 * ``type_k`` / ``type_v``: the KV cache's element type (llama.cpp's --cache-type-k/-v). f16 by
   default; q8_0 halves the cache (a quantized V needs flash attention, which "auto" gives on CPU).
 """
@@ -47,6 +51,7 @@ class LlamaCppSettings:
     flash_attn: str = "auto"  # language model: auto | on | off
     clip_flash_attn: str = "auto"  # libmtmd's CLIP encoder: auto | on | off
     repack: bool | str = "auto"  # ggml's repacked CPU weight layouts (use_extra_bufts): auto | true | false
+    mmap: bool | str = "auto"  # memory-map the GGUF (use_mmap): auto (off when repacking) | true | false
     type_k: str = "f16"  # KV cache key type (KV_TYPES)
     type_v: str = "f16"  # KV cache value type; quantized needs flash attention
     ctx_floor: int = 256  # the automatic context's first size, before any request asked for more
@@ -66,7 +71,7 @@ class LlamaCppSettings:
             elif key in ("type_k", "type_v"):
                 if value not in KV_TYPES:
                     raise EngineSettingsError(f"{where}: {key} must be one of {sorted(KV_TYPES)}, not {value!r}")
-            elif key == "repack":
+            elif key in ("repack", "mmap"):
                 if not isinstance(value, bool) and value != "auto":
                     raise EngineSettingsError(f"{where}: {key} must be true, false or \"auto\", not {value!r}")
             elif value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -78,6 +83,12 @@ class LlamaCppSettings:
         if isinstance(self.repack, bool):
             return self.repack
         return "_K" not in lm_precision.upper()  # measured: the K-quant mixes prefill faster unpacked
+
+    def mmap_for(self, repack: bool, lm_precision: str = "Q") -> bool:
+        """Whether to memory-map the language model, given whether its weights are repacked."""
+        if isinstance(self.mmap, bool):
+            return self.mmap
+        return not (repack and lm_precision.upper().startswith(("Q", "IQ")))
 
     def auto_ctx(self, need: int, current: int, limit: int) -> int:
         """The automatic context for a request of ``need`` positions: ``current`` when it fits, else

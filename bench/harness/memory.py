@@ -24,7 +24,7 @@ from typing import Any
 METHOD = {
     "before_load": "VmRSS (/proc/self/status) after the interpreter, harness, numpy and PIL are imported, before the engine",
     "engine_libraries": "RssFile growth from before load to the end, less the model files' mapped pages",
-    "weights_mapped": "Rss of the model files' mappings (/proc/self/smaps), largest over the stages",
+    "weights_mapped": "Rss of the model files' mappings (/proc/self/smaps) at the end",
     "stated": "the engine's own statement of the buffer it allocated (llama.cpp/libmtmd log lines; "
               "ONNX Runtime: RssAnon growth around each InferenceSession)",
     "other_anon": "RssAnon growth from before load to the end, less the stated parts (residual)",

@@ -34,14 +34,14 @@ def markdown_lines(results: dict[str, Any]) -> list[str]:
             f"{v['name']}: n_ctx {v['engine_settings'].get('n_ctx')}, K {v['engine_settings'].get('type_k', '-')}, "
             f"V {v['engine_settings'].get('type_v', '-')}" for v in settings if "n_ctx" in v["engine_settings"]))
         lines.append("")
-    lines += ["How each component is measured:", ""]
-    seen: set[str] = set()
+    lines += ["How each component is measured (* marks the engine's own statements):", ""]
+    methods: dict[str, list[str]] = {}  # method -> the components it measures, in order of first use
     for v in rows:
         for c in v["memory"]["components"]:
-            key = _short(c["name"])
-            if key not in seen:
-                seen.add(key)
-                lines.append(f"- {key}: {c['method']}")
+            names = methods.setdefault(c["method"], [])
+            if _short(c["name"]) not in names:
+                names.append(_short(c["name"]))
+    lines += [f"- {', '.join(names)}: {method}" for method, names in methods.items()]
     lines.append("")
     return lines
 

@@ -29,6 +29,11 @@ def test_kv_type_settings_are_checked():
     with pytest.raises(EngineSettingsError, match="type_k must be one of"):
         LlamaCppSettings.from_mapping({"type_k": "q9"})
     s = LlamaCppSettings()
+    # a repacked copy must not sit beside the mapped file it was read from: no mmap when repacking
+    assert s.mmap_for(True, "Q4_0") is False and s.mmap_for(False, "Q4_K_M") is True and s.mmap_for(True, "F16")
+    assert LlamaCppSettings.from_mapping({"mmap": True}).mmap_for(True, "Q4_0") is True
+    with pytest.raises(EngineSettingsError, match="mmap must be true, false"):
+        LlamaCppSettings.from_mapping({"mmap": "yes"})
     assert s.auto_ctx(300, 256, 2048) == 512 and s.auto_ctx(100, 256, 2048) == 256 and s.auto_ctx(5000, 256, 2048) == 2048
 
 
