@@ -51,25 +51,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--which", default="before,after,extra")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
-    rows = []
-    for rel in args.variants.split(","):
-        fmt = rel.split("/")[0]
-        runs = {"before": BEFORE[fmt], "after": AFTER[fmt], **EXTRA[fmt]}
-        for name, settings in runs.items():
-            if name not in args.which.split(",") and not ("extra" in args.which and name in EXTRA[fmt]):
-                continue
-            if name == "before" and fmt == "onnx":
-                continue  # ONNX Runtime's defaults did not change; "after" is its figure
-            r = run_worker(fmt, args.root / rel, settings)
-            comps = {c["name"]: c["mib"] for c in (r["memory"] or {}).get("components", [])}
-            row = {"variant": rel, "run": name, "settings": settings, **{k: r[k] for k in ("ok", "error", "peak_mib", "torch_imported")},
-                   "n_ctx": (r["engine_settings"] or {}).get("n_ctx"), "components": comps}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    rows = list(measure_all(args.root, args.variants.split(","), args.which.split(",")))
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=1))
     return 0
 
+
+def measure_all(root: Path, variants: list[str], which: list[str]):
+    """One row per (variant, run), printed as it comes."""
+    for rel in variants:
+        fmt = rel.split("/")[0]
+        runs = {"before": BEFORE[fmt], "after": AFTER[fmt], **EXTRA[fmt]}
+        for name, settings in runs.items():
+            wanted = name in which or ("extra" in which and name in EXTRA[fmt])
+            if not wanted or (name == "before" and fmt == "onnx"):  # ONNX Runtime's defaults did not change
+                continue
+            r = run_worker(fmt, root / rel, settings)
+            comps = {c["name"]: c["mib"] for c in (r["memory"] or {}).get("components", [])}
+            row = {"variant": rel, "run": name, "settings": settings,
+                   **{k: r[k] for k in ("ok", "error", "peak_mib", "torch_imported")},
+                   "n_ctx": (r["engine_settings"] or {}).get("n_ctx"), "components": comps}
+            print(json.dumps(row), flush=True)
+            yield row
 
 if __name__ == "__main__":
     sys.exit(main())
