@@ -17,7 +17,12 @@ What it does, in order:
   4. scores every benchmark with its official rule, deltas vs the reference and answer agreement;
      measures host memory bandwidth for the roofline; compares the harness's decode speed with the
      engine's own perf counters where the runtime has them (llama.cpp: the overhead ratio);
-  5. writes results.json, results.csv, report.md and plot.png to --output-dir.
+  5. recommends the variant to ship (bench/harness/recommend.py): the most accurate one whose measured
+     peak RSS fits the memory budget and whose TTFT/decode meet the profile's "targets"; the Pareto front
+     (accuracy, TTFT, memory); when nothing fits, which constraint failed and by how much (exit code
+     still 0: "nothing fits" is an answer, not an error). On by default: it costs nothing after the run
+     and a device profile's user is asking what to ship; --no-recommend leaves it out;
+  6. writes results.json, results.csv, report.md and plot.png to --output-dir.
 
 Default benchmark: "world", the built-in world's held-out questions (outputs/world, written by
 train/run.py), stratified by question type to 400 items: enough that a 1-point loss is told from noise
@@ -69,7 +74,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="an engine setting for this run over the profile's 'engine' object, repeatable, e.g. "
                     "gguf.n_ubatch=512 gguf.flash_attn=off (llama.cpp's: runtimes/llamacpp_settings.py); "
                     "results.json records the values each variant ran with")
+    ap.add_argument("--recommend", action=argparse.BooleanOptionalAction, default=True,
+                    help="pick the variant to ship: most accurate within the profile's memory budget and latency "
+                    "targets, with the Pareto front; results.json 'recommendation' (null when nothing fits, with "
+                    "'constraints_failed'). Default on")
+    ap.add_argument("--accuracy-from", type=Path, metavar="RESULTS", help="a results.json (or its folder) of a run "
+                    "that measured accuracy, e.g. the trained tiny default's: its per-precision scores stand in for "
+                    "a run without accuracy (random weights, --benchmarks none). Without it such a run ranks by "
+                    "bits per weight")
     return ap.parse_args(argv)
+
+
+def load_accuracy_from(path: Path) -> dict:
+    """The other run's results (variants, benchmarks, config) for the accuracy stand-in; ValueError when unusable."""
+    import json
+
+    f = path / "results.json" if path.is_dir() else path
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        data["variants"], data["benchmarks"]  # noqa: B018 - the two keys the stand-in reads
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--accuracy-from {f}: expected a bench results.json with variants and benchmarks ({exc})") from exc
+    data["source"] = str(f)
+    return data
 
 
 def parse_engine(pairs: list[str]) -> dict[str, dict[str, object]]:
@@ -94,13 +121,15 @@ def parse_engine(pairs: list[str]) -> dict[str, dict[str, object]]:
 def main(argv: list[str] | None = None) -> int:
     from bench.benchmarks.registry import UnknownBenchmarkError
     from bench.harness import accuracy, plot, report
-    from bench.harness.profiles import ProfileError
+    from bench.harness.profiles import ProfileError, load_profile
     from bench.harness.runner import BenchConfig, execute
 
     a = parse_args(argv)
     try:
         engine = parse_engine(a.engine)
-    except ValueError as exc:
+        acc_from = load_accuracy_from(a.accuracy_from) if a.accuracy_from else None
+        load_profile(a.device)  # a malformed profile: one line, exit 2, before any work
+    except (ValueError, ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cfg = BenchConfig(engine=engine, device=a.device, model=a.model, checkpoint=a.checkpoint, exports=a.exports,
@@ -121,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = accuracy.drop_verdicts(results["variants"], a.max_drop) if a.max_drop is not None else []
     results["max_drop"] = {"limit": a.max_drop, "worst": worst[0] if worst else None, "where": worst[1] if worst else None,
                            "rule": accuracy.MAX_DROP_RULE, "verdicts": verdicts}
+    if a.recommend:
+        from bench.harness.recommend import recommend
+
+        dev = results["device"]
+        results["recommendation_analysis"] = recommend(results["variants"], results["benchmarks"],
+                                                       dev["memory_budget_gib"], dev.get("targets"),
+                                                       results["reference"], acc_from, results["skipped"])
+        results["recommendation"] = results["recommendation_analysis"]["recommendation"]
     paths = [report.write_json(results, out), report.write_csv(results, out), report.write_markdown(results, out),
              plot.write_plot(results, out)]
     from bench.benchmarks.submission import write_submissions  # the official tools' input files, per variant
@@ -128,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     paths.append(write_submissions(results, out / "submissions"))
     print(report.markdown(results))
     print("wrote " + ", ".join(str(p) for p in paths))
+    rec = results.get("recommendation_analysis")
+    if rec is not None:
+        from bench.harness.recommend import paragraph
+
+        print(paragraph(rec, results["device"]["name"], results["device"]["host_threads"]))
     for d in verdicts:
         print(f"{'error' if d['fails'] else 'note'}: {d['variant']} on {d['benchmark']} drops {d['drop']:.2f} points "
               f"(> --max-drop {a.max_drop}); {d['why']}", file=sys.stderr)

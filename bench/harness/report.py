@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from allava.fileio import atomic_path, write_text_atomic
-from bench.harness import memory_report
+from bench.harness import memory_report, recommend
 
 LATENCY_COLUMNS = ["bits_per_weight", "load_s", "image_encode_ms", "ttft_ms", "prefill_tok_s", "decode_tok_s",
                    "decode_tok_s_std", "peak_rss_mb", "size_mib", "roofline_fraction", "native_overhead_ratio",
@@ -173,6 +173,7 @@ def markdown(results: dict[str, Any]) -> str:
              + (f"; the profile's nominal device bandwidth is {dev['nominal_bandwidth_gbs']} GB/s"
                 if dev.get("nominal_bandwidth_gbs") else ""),
              f"- Run time: {results['elapsed_s']:.0f} s", ""]
+    lines += recommend.markdown_lines(results.get("recommendation_analysis"), dev["name"], dev["host_threads"])
     lines += ["## Variants", "",
               "| variant | status | bits/weight | size MiB | parity (greedy / TF top-1) | load s | image enc ms | TTFT ms "
               "| prefill tok/s | decode tok/s | peak RSS MiB | roofline | engine overhead |",

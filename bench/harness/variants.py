@@ -122,7 +122,7 @@ def select(variants: list[Variant], profile: DeviceProfile, wanted: list[str] | 
         if not ref and not (_wanted(v.name, v.precision, wanted) and profile.allows(v.format, v.precision)):
             continue
         if v.est_memory_bytes > budget:
-            skipped.append({"variant": v.name, "path": str(v.path), "size_bytes": v.size_bytes,
+            skipped.append({"variant": v.name, "path": str(v.path), "size_bytes": v.size_bytes, "est_memory_bytes": v.est_memory_bytes,
                             "reason": f"does not fit the {profile.name} memory budget: needs ~{v.est_memory_bytes / 2**30:.2f} GiB "
                                       f"(weights + {int(MEM_OVERHEAD_FRACTION * 100)}% + {MEM_OVERHEAD_BYTES >> 20} MiB), "
                                       f"budget {profile.memory_budget_gib:.2f} GiB"})
