@@ -28,8 +28,10 @@ for p in int8 int4 palette4; do
   python export/to_coreml.py "$OUT/tiny" --outdir "$OUT/exports/coreml/${p^^}" --precision "$p" --source "$OUT/exports/coreml/FP16"
 done
 
-step "quantize: llama.cpp's own quantizer (Q4_K_M also with a Q8_0 projector); ONNX Runtime's int8 and 4-bit quantizers; GPTQ 4-bit (multimodal calibration)"
+step "quantize: llama.cpp's own quantizer (Q4_K_M also with a Q8_0 projector; Q3_K_M with a multimodal importance matrix); ONNX Runtime's int8 and 4-bit quantizers; GPTQ 4-bit (multimodal calibration)"
 python quantize/run.py --format gguf --types q8_0,q5_k_m,q4_k_m,q4_0,q4_k_m-vq8_0 --export "$OUT/exports/gguf"
+python quantize/run.py --format gguf --types q3_k_m --imatrix auto --export "$OUT/exports/gguf" \
+  --calibration "$OUT/world/ALLaVA-Instruct-World.json"  # importance matrix from image + text passes (docs/imatrix.md)
 python quantize/run.py --format onnx --types int8,q4,q4f16 --export "$OUT/exports/onnx"
 python quantize/run.py --format gptq --bits 4 --group-size 128 "$OUT/tiny" --outdir "$OUT/exports/gptq/W4G128" \
   --calibration "$OUT/world/ALLaVA-Instruct-World.json"

@@ -68,7 +68,8 @@ def _link(src: str, dst: str) -> None:
 
 def check(a: argparse.Namespace, types: list[str], seeds: list[int]) -> None:
     cmd = [sys.executable, "export/check.py", str(a.checkpoint), *map(str, variant_dirs(a.work, types, seeds)),
-           "-n", str(a.n), "--accuracy", str(a.accuracy), "--no-thresholds", "--no-stock", "--quiet"]
+           "-n", str(a.n), "--accuracy", str(a.accuracy), "--no-thresholds", "--no-stock", "--quiet",
+           "--threads", str(a.threads)]
     if a.heldout:
         cmd += ["--heldout", str(a.heldout)]
     print("+", " ".join(cmd), flush=True)
@@ -76,8 +77,8 @@ def check(a: argparse.Namespace, types: list[str], seeds: list[int]) -> None:
 
 
 def table(a: argparse.Namespace, types: list[str], seeds: list[int]) -> str:
-    rows = ["| type | calibration | LM size | held-out EM | Δ vs PyTorch [95% CI] | same answer | greedy (parity) |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| type | calibration | LM size | held-out EM | Δ vs PyTorch [95% CI] | same answer | greedy (parity) "
+            "| first-token logit mean abs err |", "|---|---|---|---|---|---|---|---|"]
     for v in variant_dirs(a.work, types, seeds):
         mpath = v / "manifest.json"
         if not mpath.is_file():
@@ -89,7 +90,8 @@ def table(a: argparse.Namespace, types: list[str], seeds: list[int]) -> str:
         ci = s["heldout_delta_ci"]
         rows.append(f"| {m['precision']} | {v.parent.name} | {m['sizes']['model'] / 2**20:.2f} MiB | "
                     f"{s['heldout_exact_match']:.2f} | {s['heldout_delta']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}] | "
-                    f"{s['heldout_same_answers']:.1%} | {s['greedy_exact_or_tie_rate']:.0%} |")
+                    f"{s['heldout_same_answers']:.1%} | {s['greedy_exact_or_tie_rate']:.0%} | "
+                    f"{s['first_logits_mean_abs']:.4f} |")
     return "\n".join(rows)
 
 
@@ -104,6 +106,8 @@ def main() -> int:
     ap.add_argument("--accuracy", type=int, default=2441, help="held-out questions scored per variant")
     ap.add_argument("-n", type=int, default=20, help="parity prompts")
     ap.add_argument("--heldout", type=Path, default=Path("outputs/world/ALLaVA-Heldout-World.json"))
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads in the check (1: a shared 2-core host stalls llama.cpp's spinning pool)")
     ap.add_argument("--steps", default="build,check,table")
     a = ap.parse_args()
     types = [t.strip() for t in a.types.split(",") if t.strip()]
