@@ -16,12 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
-from bench.harness.profiles import load_profile  # noqa: E402
-from bench.harness.recommend import markdown_lines, recommend  # noqa: E402
-from bench.run import load_accuracy_from  # noqa: E402
+from bench.harness.profiles import load_profile
+from bench.harness.recommend import markdown_lines, recommend
+from bench.run import load_accuracy_from
 
 
 def main() -> int:
