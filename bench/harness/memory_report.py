@@ -1,4 +1,4 @@
-"""The report's "Memory breakdown" section: one table per variant, from results.json's ``memory``.
+"""The report's "Memory breakdown" section: one row per variant, from results.json's ``memory``.
 
 Why its own module: the breakdown is the answer to "why does this variant not fit", so it shows
 every component with how it was measured (bench/harness/memory.py), and report.py only calls
@@ -20,14 +20,12 @@ def markdown_lines(results: dict[str, Any]) -> list[str]:
     if budget:
         lines.append(f"Budget: {budget} GiB ({budget * 1024:.0f} MiB). Method per row: bench/harness/memory.py.")
         lines.append("")
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # one table per engine (its own components)
+    names: list[str] = []  # every component any variant has, in order of first appearance
     for v in rows:
-        groups.setdefault(tuple(c["name"] for c in v["memory"]["components"]), []).append(v)
-    for names, group in groups.items():
-        lines += ["| variant | peak RSS | " + " | ".join(_short(n) for n in names) + " |",
-                  "|" + " --- |" * (2 + len(names))]
-        lines += [_row(v, v["memory"]) for v in group]
-        lines.append("")
+        names += [c["name"] for c in v["memory"]["components"] if c["name"] not in names]
+    lines += ["| variant | peak RSS | " + " | ".join(_short(n) for n in names) + " |", "|" + " --- |" * (2 + len(names))]
+    lines += [_row(v["name"], v["memory"], names) for v in rows]
+    lines.append("")
     settings = [v for v in rows if v.get("engine_settings")]
     if settings:
         lines.append("Context and KV cache per variant: " + "; ".join(
@@ -50,5 +48,7 @@ def _short(name: str) -> str:
     return name.replace(" (engine statement)", "*")
 
 
-def _row(v: dict[str, Any], m: dict[str, Any]) -> str:
-    return (f"| {v['name']} | {m['peak_mib']:.0f} | " + " | ".join(f"{c['mib']:.0f}" for c in m["components"]) + " |")
+def _row(name: str, m: dict[str, Any], names: list[str]) -> str:
+    """One variant's cells; a component this variant's engine does not have is left blank."""
+    have = {c["name"]: c["mib"] for c in m["components"]}
+    return f"| {name} | {m['peak_mib']:.0f} | " + " | ".join(f"{have[n]:.0f}" if n in have else "" for n in names) + " |"
