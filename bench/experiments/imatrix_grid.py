@@ -20,10 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from allava.formats import get_format
 
-from allava.formats import get_format  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def configs(seeds: list[int]) -> list[tuple[str, list[str]]]:
