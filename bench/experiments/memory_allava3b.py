@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 BEFORE = {"gguf": {"n_ctx": 2048, "mmap": True}, "onnx": {}}
 AFTER = {"gguf": {}, "onnx": {}}

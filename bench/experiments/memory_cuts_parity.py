@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 CUTS: dict[str, dict] = {
     "fixed n_ctx (model's training context, the old default)": {"n_ctx": 0},  # 0: replaced by n_ctx_train
