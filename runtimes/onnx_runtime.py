@@ -27,7 +27,10 @@ from runtimes.memory_stats import status_mib
 
 GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
 # The session settings the runtime uses (bench/experiments/onnx_session_options.py measures the alternatives).
-SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential"}
+# release_vision: drop the vision session once an image is encoded and open it again for the next image
+# (its weights are not resident during the prefill, the peak; each image pays the session's load time).
+SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential",
+                    "release_vision": False}
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -37,7 +40,8 @@ class OnnxRuntime(Runtime):
     format = "onnx"
 
     def load(self, variant_path: str | Path, threads: int | None = None, **session: Any) -> OnnxRuntime:
-        """``session`` overrides SESSION_DEFAULTS (graph_optimization_level, cpu_mem_arena, execution_mode)."""
+        """``session`` overrides SESSION_DEFAULTS (graph_optimization_level, cpu_mem_arena, execution_mode,
+        release_vision)."""
         import onnxruntime as ort
 
         t0 = time.perf_counter()
@@ -55,6 +59,7 @@ class OnnxRuntime(Runtime):
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[settings["graph_optimization_level"]])
         opts.enable_cpu_mem_arena = bool(settings["cpu_mem_arena"])
         opts.log_severity_level = 3
+        self._opts = opts
         self.session_settings = settings
         self.threads = threads
         sessions = {}
@@ -71,6 +76,10 @@ class OnnxRuntime(Runtime):
                 raise VariantError(f"{path}: ONNX Runtime could not load it ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:300]}); expected an ONNX graph from export/to_onnx.py") from exc
             self._session_mib[f"session_{role}"] = status_mib().get("RssAnon", 0.0) - anon0
+            if role == "vision_encoder":
+                self._vision_path, self._vision_input = path, sessions[role].get_inputs()[0].type
+                if settings["release_vision"]:  # opened once to check the file, then freed before the others load
+                    sessions[role] = None
         self.vision, self.embed, self.decoder = (sessions[r] for r in GRAPH_ROLES)
         try:
             self.pre = ImagePreprocessor.from_folder(self.folder)
@@ -103,8 +112,15 @@ class OnnxRuntime(Runtime):
 
     # -- the loop ------------------------------------------------------------------------------
     def _image_features(self, image: Image.Image) -> np.ndarray:
-        pixel = self.pre(image).astype(_NP_DTYPE[self.vision.get_inputs()[0].type])
-        return self.vision.run(None, {"pixel_values": pixel})[0]
+        import onnxruntime as ort
+
+        pixel = self.pre(image).astype(_NP_DTYPE[self._vision_input])
+        vision = self.vision or ort.InferenceSession(str(self._vision_path), sess_options=self._opts,
+                                                     providers=["CPUExecutionProvider"])
+        feats = vision.run(None, {"pixel_values": pixel})[0]
+        if not self.session_settings["release_vision"]:
+            self.vision = vision
+        return feats
 
     def _embed(self, ids: list[int]) -> np.ndarray:
         return self.embed.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})[0].astype(self.embeds_dtype)

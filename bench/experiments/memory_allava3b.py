@@ -2,7 +2,8 @@
 
 Each (variant, engine settings) runs in a fresh bench worker (bench/harness/worker.py: the
 process the bench measures) that answers one image question (the 336 px probe picture, 32 new
-tokens); the breakdown is bench/harness/memory.py's. "before" is the previous defaults
+tokens); the breakdown is bench/harness/memory.py's. ONNX Q4 (onnx/variants/Q4): its token table as
+quantize/run.py --embed-table wrote it; "release vision" frees the vision session after encoding. "before" is the previous defaults
 (n_ctx = the training context 2048, weights memory-mapped), "after" the new ones.
 
   python bench/experiments/memory_allava3b.py [--variants gguf/Q4_K_M,onnx/variants/INT8] [--json-out F]
@@ -22,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BEFORE = {"gguf": {"n_ctx": 2048, "mmap": True}, "onnx": {}}
 AFTER = {"gguf": {}, "onnx": {}}
-EXTRA = {"onnx": {"arena off": {"cpu_mem_arena": False}}, "gguf": {}}
+EXTRA = {"onnx": {"arena off": {"cpu_mem_arena": False},
+                  "arena off + release vision": {"cpu_mem_arena": False, "release_vision": True}}, "gguf": {}}
 
 
 def run_worker(fmt: str, path: Path, settings: dict) -> dict:
@@ -56,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _manifest_extra(vdir: Path) -> dict:
+    from allava.variant import Manifest
+
+    try:
+        return Manifest.read(vdir).extra
+    except (OSError, ValueError):
+        return {}
+
+
 def measure_all(root: Path, variants: list[str], which: list[str]):
     """One row per (variant, run), printed as it comes."""
     for rel in variants:
@@ -66,8 +77,9 @@ def measure_all(root: Path, variants: list[str], which: list[str]):
             if not wanted or (name == "before" and fmt == "onnx"):  # ONNX Runtime's defaults did not change
                 continue
             r = run_worker(fmt, root / rel, settings)
+            emb = (_manifest_extra(root / rel).get("embed_table") if fmt == "onnx" else None)
             comps = {c["name"]: c["mib"] for c in (r["memory"] or {}).get("components", [])}
-            row = {"variant": rel, "run": name, "settings": settings,
+            row = {"variant": rel, "run": name, "settings": settings, "embed_table": emb,
                    **{k: r[k] for k in ("ok", "error", "peak_mib", "torch_imported")},
                    "n_ctx": (r["engine_settings"] or {}).get("n_ctx"), "components": comps}
             print(json.dumps(row), flush=True)
