@@ -29,8 +29,10 @@ GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
 # The session settings the runtime uses (bench/experiments/onnx_session_options.py measures the alternatives).
 # release_vision: drop the vision session once an image is encoded and open it again for the next image
 # (its weights are not resident during the prefill, the peak; each image pays the session's load time).
+# prepack: let kernels repack constant weights at load (MatMulNBits: its int8-activation layout). Off,
+# external-data weights stay memory-mapped from the file and no packed copy is made (docs/memory.md).
 SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential",
-                    "release_vision": False}
+                    "release_vision": False, "prepack": True}
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -59,6 +61,8 @@ class OnnxRuntime(Runtime):
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[settings["graph_optimization_level"]])
         opts.enable_cpu_mem_arena = bool(settings["cpu_mem_arena"])
         opts.log_severity_level = 3
+        if not settings["prepack"]:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
         self._opts = opts
         self.session_settings = settings
         self.threads = threads

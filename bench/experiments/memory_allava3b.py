@@ -3,7 +3,9 @@
 Each (variant, engine settings) runs in a fresh bench worker (bench/harness/worker.py: the
 process the bench measures) that answers one image question (the 336 px probe picture, 32 new
 tokens); the breakdown is bench/harness/memory.py's. ONNX Q4 (onnx/variants/Q4): its token table as
-quantize/run.py --embed-table wrote it; "release vision" frees the vision session after encoding. "before" is the previous defaults
+quantize/run.py --embed-table wrote it; "release vision" frees the vision session after encoding; "no
+prepack" leaves MatMulNBits weights unpacked (mapped from the file). The decode tok/s printed beside each
+row is from the same untimed run (not under the timing lock): an indication, not a timing. "before" is the previous defaults
 (n_ctx = the training context 2048, weights memory-mapped), "after" the new ones.
 
   python bench/experiments/memory_allava3b.py [--variants gguf/Q4_K_M,onnx/variants/INT8] [--json-out F]
@@ -24,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BEFORE = {"gguf": {"n_ctx": 2048, "mmap": True}, "onnx": {}}
 AFTER = {"gguf": {}, "onnx": {}}
 EXTRA = {"onnx": {"arena off": {"cpu_mem_arena": False},
-                  "arena off + release vision": {"cpu_mem_arena": False, "release_vision": True}}, "gguf": {}}
+                  "arena off + release vision": {"cpu_mem_arena": False, "release_vision": True},
+                  "arena off + release vision + no prepack": {"cpu_mem_arena": False, "release_vision": True,
+                                                              "prepack": False}}, "gguf": {}}
 
 
 def run_worker(fmt: str, path: Path, settings: dict) -> dict:
@@ -39,7 +43,9 @@ def run_worker(fmt: str, path: Path, settings: dict) -> dict:
         subprocess.run([sys.executable, "-m", "bench.harness.worker", str(Path(td) / "job.pkl"), str(Path(td) / "out")],
                        cwd=ROOT, capture_output=True)
         res = json.loads((Path(td) / "out" / "result.json").read_text())
+    lat = (res.get("latency") or [{}])[0]
     return {"ok": res.get("ok"), "error": res.get("error"), "peak_mib": res.get("peak_rss_mb"),
+            "decode_tok_s_untimed": lat.get("decode_tok_s"), "image_encode_ms_untimed": lat.get("image_encode_ms"),
             "torch_imported": res.get("torch_imported"), "engine_settings": res.get("engine_settings"),
             "memory": memory.breakdown(res.get("memory_stages") or [], res.get("engine_memory"))}
 
@@ -80,7 +86,8 @@ def measure_all(root: Path, variants: list[str], which: list[str]):
             emb = (_manifest_extra(root / rel).get("embed_table") if fmt == "onnx" else None)
             comps = {c["name"]: c["mib"] for c in (r["memory"] or {}).get("components", [])}
             row = {"variant": rel, "run": name, "settings": settings, "embed_table": emb,
-                   **{k: r[k] for k in ("ok", "error", "peak_mib", "torch_imported")},
+                   **{k: r[k] for k in ("ok", "error", "peak_mib", "torch_imported", "decode_tok_s_untimed",
+                                        "image_encode_ms_untimed")},
                    "n_ctx": (r["engine_settings"] or {}).get("n_ctx"), "components": comps}
             print(json.dumps(row), flush=True)
             yield row

@@ -1,9 +1,10 @@
 """The ONNX memory options (docs/memory.md, "ONNX Runtime Q4"): q4's smaller token table
-(quantize/run.py --embed-table) and the runtime's release_vision setting, on a random tiny checkpoint.
+(quantize/run.py --embed-table, weights in external data) and the runtime's release_vision and prepack
+settings, on a random tiny checkpoint.
 
 The token table is checked against the fp32 graph row by row (int8 with a scale per row is within
-half a quantization step of every weight; float16 within float16 rounding), and release_vision must
-give the same greedy answers over repeated image questions as keeping the vision session.
+half a quantization step of every weight; float16 within float16 rounding), and release_vision and
+prepack off must give the same greedy answers over repeated image questions as the defaults.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_bad_embed_table_is_refused(onnx_dir: Path):
     assert p.returncode == 2 and "--embed-table" in p.stderr
 
 
-def test_release_vision_same_answers_over_repeated_questions(onnx_dir: Path):
+def test_release_vision_and_no_prepack_same_answers_over_repeated_questions(onnx_dir: Path):
     from PIL import Image
 
     from runtimes.base import IMAGE_MARKER
@@ -89,11 +90,13 @@ def test_release_vision_same_answers_over_repeated_questions(onnx_dir: Path):
     images = [Image.new("RGB", (96, 96), c) for c in ((200, 30, 30), (20, 180, 40))]
     prompt = f"USER: {IMAGE_MARKER}\nWhat shape is it? ASSISTANT:"
     answers = {}
-    for release in (False, True):
-        rt = OnnxRuntime().load(variant_dir(onnx_dir, "Q4"), threads=1, release_vision=release)
+    for name, settings in {"default": {}, "release": {"release_vision": True},
+                           "no prepack": {"prepack": False, "release_vision": True}}.items():
+        rt = OnnxRuntime().load(variant_dir(onnx_dir, "Q4"), threads=1, **settings)
+        release = settings.get("release_vision", False)
         assert (rt.vision is None) == release  # released right after loading, before the decoder loads
-        answers[release] = [rt.generate(im, prompt, max_new_tokens=6, ignore_eos=True).token_ids for im in images]
+        answers[name] = [rt.generate(im, prompt, max_new_tokens=6, ignore_eos=True).token_ids for im in images]
         assert (rt.vision is None) == release  # and after every image
         rt.close()
-    assert answers[True] == answers[False]
-    assert answers[False][0] != [] and len(answers[False][0]) == 6
+    assert answers["release"] == answers["default"] == answers["no prepack"]
+    assert len(answers["default"][0]) == 6
