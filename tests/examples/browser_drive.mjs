@@ -75,7 +75,10 @@ try {
         // the previous item left state 'done': clear it, so the wait below cannot return before this
         // click's run has started (and read the previous item's result)
         await page.$eval('#answer', (el) => { el.dataset.state = 'idle'; });
-        await page.click('#ask');
+        // a DOM click, not a mouse click at the button's coordinates: the preview of a picture of
+        // another size loads asynchronously and moves the button, so a mouse click could land beside it
+        // and the wait below would never end (seen once in a clean clone)
+        await page.$eval('#ask', (el) => el.click());
         await page.waitForFunction(
             () => ['done', 'error'].includes(document.getElementById('answer').dataset.state),
             { polling: 100 }, // a timer, not requestAnimationFrame (throttled in headless pages)
