@@ -10,6 +10,7 @@ SQLite's "disk is full"); the command lines (allava/cli.py) print it as one line
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -255,3 +256,12 @@ def staging_folder(outdir: str | os.PathLike[str], needed: int | None = None) ->
     except BaseException:
         remove_empty(created)
         raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (model files do not fit in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -15,13 +15,13 @@ imatrix format (tensors ``<gguf name>.in_sum2`` and ``<gguf name>.counts``, keys
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from allava.fileio import atomic_path
+from allava.fileio import file_sha256 as sha256
 from quantize.gptq_calibration import CalibrationError, CalibrationSpec, build_samples
 
 # HF module path (inside the language model) -> llama.cpp phi2 tensor base name
@@ -113,14 +113,6 @@ def read_imatrix(path: Path) -> dict[str, Any]:
     names = sorted(t.name.removesuffix(".in_sum2") for t in r.tensors if t.name.endswith(".in_sum2"))
     return {"entries": names, "chunk_count": int(r.fields["imatrix.chunk_count"].contents()),
             "datasets": r.fields["imatrix.datasets"].contents()}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_imatrix(checkpoint: Path, spec: CalibrationSpec, outdir: Path, progress: bool = True) -> tuple[Path, dict]:

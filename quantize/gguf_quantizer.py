@@ -39,7 +39,7 @@ from allava.fileio import DiskFullError, atomic_path, disk_nearly_full
 from allava.formats import get_format, split_gguf_precision
 from allava.variant import Manifest, ManifestError, find_manifests, human_size, is_variant, writing_variant
 from quantize.gguf_imatrix import make_imatrix, read_imatrix, sha256
-from quantize.gptq_calibration import CalibrationError, CalibrationSpec, default_data
+from quantize.gptq_calibration import CalibrationError, add_calibration_args, spec_from_args
 
 FORMAT = get_format("gguf")
 SOURCE_ORDER = [p.name for p in FORMAT.made_by("export") if p.bits_per_weight >= 16]  # F32, F16, BF16
@@ -212,12 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--imatrix", help="importance matrix: 'auto' computes one from the calibration conversations "
                     "(image + text forward passes in PyTorch), or a llama.cpp imatrix file (.gguf or legacy .dat)")
-    ap.add_argument("--calibration", type=Path,
-                    help="--imatrix auto: ALLaVA-4V JSON (default: the built-in world's ALLaVA-Instruct-World.json)")
-    ap.add_argument("--images", type=Path, help="folder the records' image paths are relative to (default: the JSON's folder)")
-    ap.add_argument("--n-samples", type=int, default=128, help="calibration conversations (default 128)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the calibration sample choice (default 0)")
-    ap.add_argument("--text-only", action="store_true", help="calibrate on the conversations' text without the images")
+    add_calibration_args(ap, "--imatrix auto: ALLaVA-4V JSON (default: the built-in world's ALLaVA-Instruct-World.json)",
+                         "calibration conversations")
     a = ap.parse_args(argv)
     try:
         import llama_cpp  # noqa: F401
@@ -253,8 +249,7 @@ def resolve_imatrix(a: argparse.Namespace, src: Path, man: Manifest) -> tuple[Pa
         if not path.is_file():
             raise QuantizeError(f"{path}: imatrix file not found (expected a llama.cpp imatrix .gguf/.dat, or 'auto')")
         return path.resolve(), {"kind": "file", "file": str(path.resolve()), "sha256": sha256(path)}
-    data = a.calibration or default_data()
-    spec = CalibrationSpec(data, a.images or data.parent, a.n_samples, a.seed, a.text_only)
+    spec = spec_from_args(a)
     checkpoint = Path(man.source.get("checkpoint", ""))
     if not (checkpoint / "config.json").is_file():
         raise QuantizeError(f"{src}: its manifest's source checkpoint {checkpoint} is not a model folder "

@@ -12,6 +12,7 @@ calibrates identically.
 
 from __future__ import annotations
 
+import argparse
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,18 @@ def build_samples(spec: CalibrationSpec, processor: Any) -> list[dict[str, Any]]
                 enc["attention_mask"] = enc["attention_mask"][:, : spec.max_tokens]
         samples.append(dict(enc))
     return samples
+
+
+def add_calibration_args(ap: argparse.ArgumentParser, data_help: str, samples_help: str) -> None:
+    """The calibration options GPTQ and the GGUF importance matrix share (same sampling, same flags)."""
+    ap.add_argument("--calibration", type=Path, help=data_help)
+    ap.add_argument("--images", type=Path, help="folder the records' image paths are relative to (default: the JSON's folder)")
+    ap.add_argument("--n-samples", type=int, default=128, help=f"{samples_help} (default 128)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the calibration sample choice (default 0)")
+    ap.add_argument("--text-only", action="store_true", help="calibrate on the conversations' text without the images")
+
+
+def spec_from_args(a: argparse.Namespace) -> CalibrationSpec:
+    """The CalibrationSpec the options of add_calibration_args ask for."""
+    data = a.calibration or default_data()
+    return CalibrationSpec(data, a.images or data.parent, a.n_samples, a.seed, a.text_only)

@@ -44,7 +44,14 @@ from allava.formats import UnknownFormatError, get_format
 from allava.memory import peak_rss_mb
 from allava.variant import MANIFEST, Manifest, ManifestError, human_size
 from allava.weights_index import is_language_model, tensor_entries
-from quantize.gptq_calibration import CalibrationError, CalibrationSpec, build_samples, default_data
+from quantize.gptq_calibration import (
+    CalibrationError,
+    CalibrationSpec,
+    add_calibration_args,
+    build_samples,
+    default_data,
+    spec_from_args,
+)
 
 FORMAT = "gptq"
 GROUP_SIZES = (32, 64, 128, -1)  # -1: one group per row (per-channel)
@@ -273,12 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--desc-act", action="store_true",
                     help="act-order: quantize columns by decreasing activation size (slower kernels; default off)")
     ap.add_argument("--precision", help="a format-table name such as w4g128 instead of --bits/--group-size")
-    ap.add_argument("--calibration", type=Path,
-                    help="ALLaVA-4V JSON to calibrate on (default: the built-in world's ALLaVA-Instruct-World.json)")
-    ap.add_argument("--images", type=Path, help="folder the records' image paths are relative to (default: the JSON's folder)")
-    ap.add_argument("--n-samples", type=int, default=128, help="calibration samples (default 128)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the calibration sample choice (default 0)")
-    ap.add_argument("--text-only", action="store_true", help="calibrate on the conversations' text without the images")
+    add_calibration_args(ap, "ALLaVA-4V JSON to calibrate on (default: the built-in world's ALLaVA-Instruct-World.json)",
+                         "calibration samples")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="where GPTQ runs (auto: CUDA when visible, else CPU)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: all)")
@@ -286,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         bits, group = parse_precision(a.precision) if a.precision else (a.bits, a.group_size)
-        data = a.calibration or default_data()
-        spec = CalibrationSpec(data, a.images or data.parent, a.n_samples, a.seed, a.text_only)
+        spec = spec_from_args(a)
         quantize_gptq(a.checkpoint, a.outdir, bits, group, a.desc_act, spec, a.device, a.threads)
 
     return exit_code(run, GptqError, CheckpointError, CalibrationError, UnknownFormatError)

@@ -12,21 +12,14 @@ Usage: python -m runtimes.llamacpp_patch {status,check,write} [--site DIR] [--pa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from allava.fileio import file_sha256
+
 MARKER = "ALLAVA_PATCHES.json"
 PATCHES = ["0001-llava-cls-before-patches.patch"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def package_dir(site: str | None = None) -> Path | None:
@@ -65,7 +58,7 @@ def status(site: str | None = None) -> dict:
             data = json.loads(marker.read_text())
         except json.JSONDecodeError:
             return out
-        if data.get("libmtmd_sha256") == _sha256(lib):
+        if data.get("libmtmd_sha256") == file_sha256(lib):
             out["patched"] = True
             out["patches"] = list(data.get("patches", []))
             out["build_flags"] = data.get("build_flags")
@@ -80,7 +73,7 @@ def write_marker(site: str | None, patches: list[str], build_flags: str | None =
     if lib is None:
         raise SystemExit(f"no libmtmd in {pkg}/lib; was llama-cpp-python built with LLAVA_BUILD=ON?")
     path = pkg / MARKER
-    data = {"patches": patches, "libmtmd": lib.name, "libmtmd_sha256": _sha256(lib), "build_flags": build_flags}
+    data = {"patches": patches, "libmtmd": lib.name, "libmtmd_sha256": file_sha256(lib), "build_flags": build_flags}
     path.write_text(json.dumps(data, indent=2))
     return path
 
