@@ -23,6 +23,7 @@ import torch
 from transformers import DynamicCache, LlavaForConditionalGeneration
 
 from allava.modeling import image_features
+from allava.onnx_decoder_io import rewrite_decoder_file
 from allava.onnx_layout import rename_external_data
 
 VISION, EMBED, DECODER = "vision_encoder", "embed_tokens", "decoder_model_merged"
@@ -147,3 +148,5 @@ def export_graph(name: str, model: LlavaForConditionalGeneration, path: Path, ex
     program.save(str(path), external_data=external_data)
     if external_data:
         rename_external_data(path)
+    if name == DECODER:  # num_logits_to_keep, as transformers.js feeds it (allava/onnx_decoder_io.py)
+        rewrite_decoder_file(path)

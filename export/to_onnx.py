@@ -6,7 +6,8 @@ Writes OUTDIR/ as a model folder (config.json, generation_config.json, processor
 configs, tokenizer files, chat template) with the graphs in OUTDIR/onnx/:
   vision_encoder{suffix}.onnx        pixel_values -> image_features (projected, CLS dropped)
   embed_tokens{suffix}.onnx          input_ids -> inputs_embeds
-  decoder_model_merged{suffix}.onnx  inputs_embeds, attention_mask, position_ids, past_key_values.N.key/value
+  decoder_model_merged{suffix}.onnx  inputs_embeds, attention_mask, position_ids, past_key_values.N.key/value,
+                                     num_logits_to_keep (0: every position; transformers.js feeds 1 when generating)
                                      -> logits, present.N.key/value (prefill and decode alike)
 suffix: none for fp32, _fp16; quantize/run.py --format onnx adds _quantized (int8), _q4, _q4f16.
 Graphs over 2 GB keep their weights in {file}.onnx_data. Each precision is one variant described by

@@ -12,6 +12,9 @@ transformers.js suffix (so `dtype: "q4"` in transformers.js finds them) and a va
          path on CPUs with VNNI/AVX512, the one ONNX Runtime recommends for CPU).
   q4f16  `_q4f16`: q4, then the rest of the graph in float16 (as export/to_onnx.py's fp16: softmax and
          norms in float32; inputs and outputs float32).
+Every decoder gets the lean interface (allava/onnx_decoder_io.py): a num_logits_to_keep input (transformers.js
+feeds 1 while generating: one row of logits, not ~620) and, with --kv-cache auto, a float16 KV cache for
+q4/q4f16 (past/present in float16 between steps: half the cache memory; docs/memory.md).
 The token table (embed_tokens, a Gather that no weight quantizer touches) of q4 is written as
 --embed-table says: int8 (default; one float32 scale per row, dequantized by Cast and Mul after the
 Gather: 51,200 x 2,560 is 125 MiB instead of 500 MiB at the ALLaVA-3B shape, docs/memory.md),
@@ -39,6 +42,7 @@ from typing import Any
 from allava.cli import exit_code
 from allava.fileio import staging_folder
 from allava.formats import get_format
+from allava.onnx_decoder_io import KV_DTYPES, DecoderIOError, lean_decoder
 from allava.onnx_layout import (
     FORMAT,
     GRAPHS,
@@ -58,7 +62,8 @@ TYPES = {p.cli: p.name for p in get_format(FORMAT).made_by("quantize")}
 SOURCE = get_format(FORMAT).quantize_source or "FP32"
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations in the kernel (ONNX Runtime's fastest CPU setting)
 EMBED_TABLES = ("int8", "float16", "float32")
-EXTERNAL_ALWAYS = ("Q4", "Q4F16")  # precisions whose graphs always keep their weights in {file}_data  # --embed-table: how q4 stores the token table
+EXTERNAL_ALWAYS = ("Q4", "Q4F16")  # precisions whose graphs always keep their weights in {file}_data
+KV_CACHE_AUTO = {"INT8": "float32", "Q4": "float16", "Q4F16": "float16"}  # --kv-cache auto, per precision
 
 
 class QuantizeError(RuntimeError):
@@ -200,8 +205,10 @@ def small_token_table(model: Any, table: str) -> Any:
 
 
 def quantize_graph(root: Path, graph: str, precision: str, block_size: int, stage: Path,
-                   embed_table: str = "float32") -> None:
-    """One graph of one precision, made from the fp32 graph into the staging folder and validated there."""
+                   embed_table: str = "float32", kv_cache: str = "float32") -> None:
+    """One graph of one precision, made from the fp32 graph into the staging folder and validated there.
+    The decoder gets the lean interface (num_logits_to_keep, the KV cache in ``kv_cache``) whether or not
+    the fp32 export it comes from has it (allava/onnx_decoder_io.py)."""
     import onnx
 
     src, dst = graph_path(root, graph, SOURCE), graph_path(root, graph, precision)
@@ -213,6 +220,11 @@ def quantize_graph(root: Path, graph: str, precision: str, block_size: int, stag
         model = _int8(src)
     else:
         model = _q4(src, block_size, half=precision == "Q4F16")
+    if graph == "decoder_model_merged":
+        try:
+            model = lean_decoder(model, kv_cache)
+        except DecoderIOError as exc:
+            raise QuantizeError(f"{src}: {exc}") from exc
     save_graph(model, stage / dst.name, external=True if precision in EXTERNAL_ALWAYS else None)
     del model
     validate_graph(stage / dst.name)
@@ -241,7 +253,8 @@ def note_external_data(root: Path, precision: str) -> None:
         tmp.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
-def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_table: str = "int8") -> Path:
+def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_table: str = "int8",
+                  kv_cache: str = "auto") -> Path:
     """Make one quantized precision of an ONNX export; returns its variant folder.
 
     All graphs are made and validated in one staging folder before any is moved into place, so a
@@ -252,6 +265,9 @@ def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_ta
         raise QuantizeError(f"unknown ONNX type {qtype!r}; choose from {', '.join(TYPES)}")
     if embed_table not in EMBED_TABLES:
         raise QuantizeError(f"unknown --embed-table {embed_table!r}; choose from {', '.join(EMBED_TABLES)}")
+    if kv_cache not in ("auto", *KV_DTYPES):
+        raise QuantizeError(f"unknown --kv-cache {kv_cache!r}; choose from auto, {', '.join(KV_DTYPES)}")
+    kv_cache = KV_CACHE_AUTO[precision] if kv_cache == "auto" else kv_cache
     root = Path(export).resolve()  # the quantizers run from the graphs' folder (reading_beside)
     src = _source(root)
     t0 = time.time()
@@ -260,7 +276,7 @@ def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_ta
     needed = int(src.total_bytes * bits / 32)  # from the fp32 graphs, at this precision's bits per weight
     with staging_folder(variant_dir(root, precision), needed) as stage:
         for graph in GRAPHS:
-            quantize_graph(root, graph, precision, block_size, stage, embed_table)
+            quantize_graph(root, graph, precision, block_size, stage, embed_table, kv_cache)
         (variant_dir(root, precision) / MANIFEST).unlink(missing_ok=True)  # no manifest over a mix of graphs
         for graph in GRAPHS:
             for old in graph_files(root, graph, precision):
@@ -271,7 +287,7 @@ def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_ta
     man = describe_variant(root, precision, src.source, "quantize/run.py (onnxruntime.quantization)",
                            quantized_from={"precision": SOURCE}, block_size=block_size if precision != "INT8" else None,
                            accuracy_level=ACCURACY_LEVEL if precision != "INT8" else None,
-                           embed_table=embed_table if precision == "Q4" else None)
+                           embed_table=embed_table if precision == "Q4" else None, kv_cache=kv_cache)
     print(f"  {precision:<6} {human_size(man.total_bytes):>12}  decoder {human_size(man.lm_bytes):>12}  "
           f"({time.time() - t0:.1f} s)  -> {root / 'variants' / precision}", flush=True)
     return variant_dir(root, precision)
@@ -286,11 +302,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="weights per 4-bit scale for q4/q4f16 (default 32)")
     ap.add_argument("--embed-table", default="int8", choices=EMBED_TABLES,
                     help="how q4 stores the token table: int8 + a scale per row (default), float16, float32")
+    ap.add_argument("--kv-cache", default="auto", choices=["auto", *KV_DTYPES],
+                    help="dtype of the decoder's past/present keys and values between steps: auto (default) = "
+                         "float16 for q4/q4f16 (half the cache memory), float32 for int8")
     a = ap.parse_args(argv)
+
     def run() -> None:
         print(f"source {a.export} ({SOURCE}, {human_size(_source(a.export).total_bytes)})")
         for t in (t.strip() for t in a.types.split(",") if t.strip()):
-            quantize_onnx(a.export, t, a.block_size, a.embed_table)
+            quantize_onnx(a.export, t, a.block_size, a.embed_table, a.kv_cache)
 
     return exit_code(run, QuantizeError, GraphError)
 

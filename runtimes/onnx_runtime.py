@@ -97,7 +97,9 @@ class OnnxRuntime(Runtime):
         self.past_names = [i.name for i in past]
         self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
         self.past_shape = (1, int(past[0].shape[1]), 0, int(past[0].shape[3]))
-        self.past_dtype = _NP_DTYPE[past[0].type]
+        self.past_dtype = _NP_DTYPE[past[0].type]  # float16 for a --kv-cache float16 graph
+        # num_logits_to_keep (allava/onnx_decoder_io.py): generation asks for the last row only
+        self.keeps_logits = any(i.name == "num_logits_to_keep" for i in self.decoder.get_inputs())
         self.embeds_dtype = _NP_DTYPE[self.decoder.get_inputs()[0].type]
         self.load_s = time.perf_counter() - t0
         return self
@@ -129,11 +131,15 @@ class OnnxRuntime(Runtime):
     def _embed(self, ids: list[int]) -> np.ndarray:
         return self.embed.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})[0].astype(self.embeds_dtype)
 
-    def _decode(self, embeds: np.ndarray, n_past: int, past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One decoder call over ``embeds`` at positions n_past..; returns its logits and the new cache."""
+    def _decode(self, embeds: np.ndarray, n_past: int, past: list[np.ndarray],
+                keep: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One decoder call over ``embeds`` at positions n_past..; returns its logits (the last ``keep`` rows
+        where the graph can skip the rest, every row for keep=0) and the new cache."""
         q = embeds.shape[1]
         feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, n_past + q), np.int64),
                  "position_ids": np.arange(n_past, n_past + q, dtype=np.int64)[None]}
+        if self.keeps_logits:
+            feeds["num_logits_to_keep"] = np.asarray(keep, dtype=np.int64)
         feeds.update(zip(self.past_names, past, strict=True))
         t0 = time.perf_counter()
         logits, *present = self.decoder.run(None, feeds)
@@ -159,7 +165,7 @@ class OnnxRuntime(Runtime):
                 raise ValueError(f"{int(slots.sum())} image tokens in the prompt but {flat.shape[0]} image features")
             embeds[0, slots] = flat.astype(embeds.dtype)
         empty = [np.zeros(self.past_shape, self.past_dtype) for _ in self.past_names]
-        logits, past = self._decode(embeds, 0, empty)
+        logits, past = self._decode(embeds, 0, empty, keep=1)  # callers read the last position only
         tm["prefill_s"] = time.perf_counter() - t0
         return logits[0], past, len(ids), tm
 
@@ -175,7 +181,7 @@ class OnnxRuntime(Runtime):
         in_session = self.decoder_run_s
         t1 = time.perf_counter()
         while len(ids) < max_new_tokens and (ignore_eos or tok != self.eos_id):
-            step, past = self._decode(self._embed([tok]), n_past, past)
+            step, past = self._decode(self._embed([tok]), n_past, past, keep=1)
             n_past += 1
             tok = int(np.argmax(step[0, -1]))
             ids.append(tok)
