@@ -13,8 +13,8 @@ transformers.js suffix (so `dtype: "q4"` in transformers.js finds them) and a va
   q4f16  `_q4f16`: q4, then the rest of the graph in float16 (as export/to_onnx.py's fp16: softmax and
          norms in float32; inputs and outputs float32).
 Every decoder gets the lean interface (allava/onnx_decoder_io.py): a num_logits_to_keep input (transformers.js
-feeds 1 while generating: one row of logits, not ~620) and, with --kv-cache auto, a float16 KV cache for
-q4/q4f16 (past/present in float16 between steps: half the cache memory; docs/memory.md).
+feeds 1 while generating: one row of logits, not ~620) and a float16 KV cache (--kv-cache, default float16:
+past/present in float16 between steps, half the cache memory; docs/memory.md).
 The token table (embed_tokens, a Gather that no weight quantizer touches) of q4 is written as
 --embed-table says: int8 (default; one float32 scale per row, dequantized by Cast and Mul after the
 Gather: 51,200 x 2,560 is 125 MiB instead of 500 MiB at the ALLaVA-3B shape, docs/memory.md),
@@ -63,7 +63,6 @@ SOURCE = get_format(FORMAT).quantize_source or "FP32"
 ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations in the kernel (ONNX Runtime's fastest CPU setting)
 EMBED_TABLES = ("int8", "float16", "float32")
 EXTERNAL_ALWAYS = ("Q4", "Q4F16")  # precisions whose graphs always keep their weights in {file}_data
-KV_CACHE_AUTO = {"INT8": "float32", "Q4": "float16", "Q4F16": "float16"}  # --kv-cache auto, per precision
 
 
 class QuantizeError(RuntimeError):
@@ -254,7 +253,7 @@ def note_external_data(root: Path, precision: str) -> None:
 
 
 def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_table: str = "int8",
-                  kv_cache: str = "auto") -> Path:
+                  kv_cache: str = "float16") -> Path:
     """Make one quantized precision of an ONNX export; returns its variant folder.
 
     All graphs are made and validated in one staging folder before any is moved into place, so a
@@ -265,9 +264,8 @@ def quantize_onnx(export: str | Path, qtype: str, block_size: int = 32, embed_ta
         raise QuantizeError(f"unknown ONNX type {qtype!r}; choose from {', '.join(TYPES)}")
     if embed_table not in EMBED_TABLES:
         raise QuantizeError(f"unknown --embed-table {embed_table!r}; choose from {', '.join(EMBED_TABLES)}")
-    if kv_cache not in ("auto", *KV_DTYPES):
-        raise QuantizeError(f"unknown --kv-cache {kv_cache!r}; choose from auto, {', '.join(KV_DTYPES)}")
-    kv_cache = KV_CACHE_AUTO[precision] if kv_cache == "auto" else kv_cache
+    if kv_cache not in KV_DTYPES:
+        raise QuantizeError(f"unknown --kv-cache {kv_cache!r}; choose from {', '.join(KV_DTYPES)}")
     root = Path(export).resolve()  # the quantizers run from the graphs' folder (reading_beside)
     src = _source(root)
     t0 = time.time()
@@ -302,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="weights per 4-bit scale for q4/q4f16 (default 32)")
     ap.add_argument("--embed-table", default="int8", choices=EMBED_TABLES,
                     help="how q4 stores the token table: int8 + a scale per row (default), float16, float32")
-    ap.add_argument("--kv-cache", default="auto", choices=["auto", *KV_DTYPES],
-                    help="dtype of the decoder's past/present keys and values between steps: auto (default) = "
-                         "float16 for q4/q4f16 (half the cache memory), float32 for int8")
+    ap.add_argument("--kv-cache", default="float16", choices=KV_DTYPES,
+                    help="dtype of the decoder's past/present keys and values between steps (default float16: "
+                         "half the cache memory; float32 as exported)")
     a = ap.parse_args(argv)
 
     def run() -> None:

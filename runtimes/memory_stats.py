@@ -64,3 +64,24 @@ def snapshot(stage: str, files: Iterable[str | Path] = ()) -> dict[str, object]:
     if files:
         snap["files_mapped"] = file_rss_mib(files)
     return snap
+
+
+def return_freed_memory() -> bool:
+    """Hand the heap's free pages back to the system (glibc ``malloc_trim(0)``); False where there is no glibc.
+
+    Why: freeing an ONNX Runtime session (the vision encoder after its image, runtimes/onnx_runtime.py
+    release_vision) returns its weights and buffers to malloc, which keeps most of them mapped: at
+    ALLaVA-3B size ~230 MiB stay resident and the decoder's prefill is then allocated on top of them
+    (docs/memory.md). One call per image; not per token (each call makes the next allocation fault
+    its pages in again)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl, macOS: no malloc_trim
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

@@ -23,7 +23,7 @@ from PIL import Image
 from allava.preprocess import ImagePreprocessor, PromptTokenizer
 from allava.variant import Manifest
 from runtimes.base import IMAGE_MARKER, GenerationResult, Runtime, Timings, VariantError, peak_rss_mb
-from runtimes.memory_stats import status_mib
+from runtimes.memory_stats import return_freed_memory, status_mib
 
 GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
 # The session settings the runtime uses (bench/experiments/onnx_session_options.py measures the alternatives).
@@ -31,8 +31,12 @@ GRAPH_ROLES = ("vision_encoder", "embed_tokens", "model")
 # (its weights are not resident during the prefill, the peak; each image pays the session's load time).
 # prepack: let kernels repack constant weights at load (MatMulNBits: its int8-activation layout). Off,
 # external-data weights stay memory-mapped from the file and no packed copy is made (docs/memory.md).
+# prefill_chunk: run the prompt through the decoder this many positions per call (0: all at once). The
+# prefill's activations (attention scores of every head over the whole prompt, the MLP's 4x-wide rows)
+# then scale with the chunk, not the ~620-position prompt; the cache grows the same way. Same math,
+# one call per chunk (docs/memory.md).
 SESSION_DEFAULTS = {"graph_optimization_level": "all", "cpu_mem_arena": True, "execution_mode": "sequential",
-                    "release_vision": False, "prepack": True}
+                    "release_vision": False, "prepack": True, "prefill_chunk": 0}
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 _NP_DTYPE = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
@@ -95,7 +99,8 @@ class OnnxRuntime(Runtime):
         self.last_decode_share: float | None = None  # of the last generation's decode time, the share in the decoder
         past = [i for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
         self.past_names = [i.name for i in past]
-        self.present_names = [o.name for o in self.decoder.get_outputs()[1:]]
+        self.output_names = [o.name for o in self.decoder.get_outputs()]
+        self.present_names = self.output_names[1:]
         self.past_shape = (1, int(past[0].shape[1]), 0, int(past[0].shape[3]))
         self.past_dtype = _NP_DTYPE[past[0].type]  # float16 for a --kv-cache float16 graph
         # num_logits_to_keep (allava/onnx_decoder_io.py): generation asks for the last row only
@@ -126,27 +131,40 @@ class OnnxRuntime(Runtime):
         feats = vision.run(None, {"pixel_values": pixel})[0]
         if not self.session_settings["release_vision"]:
             self.vision = vision
+        else:
+            del vision
+            return_freed_memory()  # else malloc keeps the freed session's pages under the prefill
         return feats
 
     def _embed(self, ids: list[int]) -> np.ndarray:
         return self.embed.run(None, {"input_ids": np.asarray([ids], dtype=np.int64)})[0].astype(self.embeds_dtype)
 
-    def _decode(self, embeds: np.ndarray, n_past: int, past: list[np.ndarray],
-                keep: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _decode(self, embeds: np.ndarray, n_past: int, past: list[Any],
+                keep: int = 0) -> tuple[np.ndarray, list[Any]]:
         """One decoder call over ``embeds`` at positions n_past..; returns its logits (the last ``keep`` rows
-        where the graph can skip the rest, every row for keep=0) and the new cache."""
+        where the graph can skip the rest, every row for keep=0) and the new cache.
+
+        The cache stays in ONNX Runtime's own tensors (OrtValue) from one call to the next:
+        ``InferenceSession.run`` would copy every present key/value into a new numpy array, a third copy
+        of the cache beside the past and the present (196 MiB at ALLaVA-3B's ~620 positions in float16)
+        and a copy per step (docs/memory.md)."""
+        import onnxruntime as ort
+
         q = embeds.shape[1]
         feeds = {"inputs_embeds": embeds, "attention_mask": np.ones((1, n_past + q), np.int64),
                  "position_ids": np.arange(n_past, n_past + q, dtype=np.int64)[None]}
         if self.keeps_logits:
             feeds["num_logits_to_keep"] = np.asarray(keep, dtype=np.int64)
-        feeds.update(zip(self.past_names, past, strict=True))
+        values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        values.update(zip(self.past_names, past, strict=True))
         t0 = time.perf_counter()
-        logits, *present = self.decoder.run(None, feeds)
+        logits, *present = self.decoder.run_with_ort_values(self.output_names, values)
         self.decoder_run_s += time.perf_counter() - t0
-        return logits, present
+        return logits.numpy(), present
 
-    def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, list[np.ndarray], int, dict]:
+    def _prefill(self, image: Image.Image | None, prompt: str) -> tuple[np.ndarray, list[Any], int, dict]:
+        import onnxruntime as ort
+
         if image is not None and prompt.count(IMAGE_MARKER) != 1:
             raise ValueError(f"prompt must hold exactly one {IMAGE_MARKER} marker")
         tm = {"image_encode_s": 0.0, "prefill_s": 0.0}
@@ -164,8 +182,10 @@ class OnnxRuntime(Runtime):
             if int(slots.sum()) != flat.shape[0]:
                 raise ValueError(f"{int(slots.sum())} image tokens in the prompt but {flat.shape[0]} image features")
             embeds[0, slots] = flat.astype(embeds.dtype)
-        empty = [np.zeros(self.past_shape, self.past_dtype) for _ in self.past_names]
-        logits, past = self._decode(embeds, 0, empty, keep=1)  # callers read the last position only
+        past = [ort.OrtValue.ortvalue_from_numpy(np.zeros(self.past_shape, self.past_dtype)) for _ in self.past_names]
+        chunk = int(self.session_settings["prefill_chunk"]) or embeds.shape[1]
+        for start in range(0, embeds.shape[1], chunk):  # callers read the last position's logits only
+            logits, past = self._decode(embeds[:, start:start + chunk], start, past, keep=1)
         tm["prefill_s"] = time.perf_counter() - t0
         return logits[0], past, len(ids), tm
 

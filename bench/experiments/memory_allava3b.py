@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 BEFORE = {"gguf": {"n_ctx": 2048, "mmap": True}, "onnx": {}}
 AFTER = {"gguf": {}, "onnx": {}}
-EXTRA = {"onnx": {"arena off": {"cpu_mem_arena": False},
+EXTRA = {"onnx": {"release vision": {"release_vision": True},  # the mobile profile's setting
+                  "arena off": {"cpu_mem_arena": False},
                   "arena off + release vision": {"cpu_mem_arena": False, "release_vision": True},
                   "arena off + release vision + no prepack": {"cpu_mem_arena": False, "release_vision": True,
                                                               "prepack": False}}, "gguf": {}}

@@ -65,7 +65,7 @@ def test_keep_gives_the_last_rows_of_all(onnx_dir: Path):
 
 
 def test_variants_record_their_kv_cache(onnx_dir: Path):
-    expect = {"INT8": "tensor(float)", "Q4": "tensor(float16)"}
+    expect = {"INT8": "tensor(float16)", "Q4": "tensor(float16)"}
     suffix = {"INT8": "_quantized", "Q4": "_q4"}
     for precision, kv_type in expect.items():
         sess = _session(onnx_dir / "onnx" / f"decoder_model_merged{suffix[precision]}.onnx")
@@ -74,7 +74,7 @@ def test_variants_record_their_kv_cache(onnx_dir: Path):
         assert {i.type for i in past} == {kv_type} and {o.type for o in present} == {kv_type}, precision
         assert "num_logits_to_keep" in [i.name for i in sess.get_inputs()]
         assert sess.get_outputs()[0].type == "tensor(float)"  # logits stay float32
-        assert Manifest.read(variant_dir(onnx_dir, precision)).extra["kv_cache"] == ("float16" if precision == "Q4" else "float32")
+        assert Manifest.read(variant_dir(onnx_dir, precision)).extra["kv_cache"] == "float16"
 
 
 def test_float16_cache_gives_the_float32_cache_tokens(onnx_dir: Path, tmp_path: Path):
