@@ -72,7 +72,10 @@ _CML = "README/experiments: CoreML {} held-out exact match {} (400 questions)"
 # (its weights, hence its near-ties, differ): 1 point where the measured change is 0-0.5, 3 for 4-bit.
 PROMISES: dict[tuple[str, str], Promise] = {
     **{("gguf", p): Promise(1.0, 1.0, 1.0, _GGUF + "; held-out +0.0 (tests: <= 1 point)") for p in ("F32", "F16", "Q8_0")},
-    **{("gguf", p): Promise(1.0, 1.0, 3.0, _GGUF_Q) for p in ("Q5_K_M", "Q4_K_M", "Q4_0")},
+    **{("gguf", p): Promise(1.0, 1.0, 3.0, _GGUF_Q) for p in ("Q5_K_M", "Q4_K_M")},
+    # 20/20 on the AVX-512 kind's trained default; 19/20 on the AVX2-only kind's: ' right' -> ' left' where PyTorch's
+    # top-2 gap is 0.037, inside Q4_0's first-token logit error (up to 0.6); held-out -1.0 (200 questions)
+    ("gguf", "Q4_0"): Promise(0.95, 0.95, 3.0, _GGUF_Q + "; Q4_0 19/20 on the AVX2-only kind (a flip at a PyTorch gap of 0.037)"),
     ("gguf", "Q4_K_M-VQ8_0"): Promise(1.0, 1.0, 3.0, _GGUF + " with the Q8_0 projector too (docs/experiments.md §10)"),
     # 20/20 on the AVX-512 kind's trained default, 18/20 on the AVX2-only kind's (two flips at PyTorch gaps 0.34, 0.56)
     ("gguf", "Q3_K_M"): Promise(0.85, None, 3.0, "docs/imatrix.md: Q3_K_M with a multimodal imatrix 20/20 greedy (AVX-512 "
