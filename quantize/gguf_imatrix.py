@@ -53,10 +53,15 @@ def collect(checkpoint: Path, spec: CalibrationSpec, progress: bool = True) -> t
     from tqdm import tqdm
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
+    from allava.hardware import cpu_has_native_bf16
+
     processor = AutoProcessor.from_pretrained(checkpoint)
     samples = build_samples(spec, processor)
-    # the stored dtype (bf16 for ALLaVA-3B: half the memory of fp32); the sums are taken in float64
-    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype="auto").eval()
+    # the stored dtype (bf16 for ALLaVA-3B: half the memory of fp32) where the hardware computes in it, float32 on
+    # CPUs that only emulate bf16 (allava/hardware.py: 209 s per full-size sample in emulated bf16); the sums are
+    # taken in float64
+    native = torch.cuda.is_available() or cpu_has_native_bf16()
+    model = LlavaForConditionalGeneration.from_pretrained(checkpoint, dtype="auto" if native else torch.float32).eval()
     stats: dict[str, list[Any]] = {}
     hooks = []
 
